@@ -1,0 +1,41 @@
+"""The webhook transaction service: `create_app()` builds it; nothing connects at import."""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from app.config import load_config
+from app.errors import register_error_handlers
+from app.exact_json import ExactJSONProvider
+from app.extensions import api, engine_options, init_celery, init_db
+from app.logs import configure_logging
+from app.routes import blueprints
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, static_folder=None)
+    app.json = ExactJSONProvider(app)
+    app.config.update(load_config())
+    app.config.update(
+        API_TITLE="Webhook transaction service",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.1.0",
+    )
+    if test_config:
+        app.config.update(test_config)
+
+    database_uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(database_uri))
+    if database_uri.startswith("sqlite:///"):
+        Path(database_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    configure_logging(app.config["LOG_LEVEL"])
+
+    init_db(app)
+    api.init_app(app)
+    for blueprint in blueprints:
+        api.register_blueprint(blueprint)
+    register_error_handlers(app)
+    init_celery(app)
+    return app

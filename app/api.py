@@ -1,0 +1,37 @@
+"""flask-smorest, reading bodies with our exact JSON and answering errors in our shape."""
+
+from typing import Any
+
+import flask
+import flask_smorest
+from webargs.flaskparser import FlaskParser, abort, is_json_request
+
+from app.errors import ProblemSchema, http_error
+from app.exact_json import InvalidJSON, loads_exact
+
+
+class JSONBodyParser(FlaskParser):
+    """Bodies are JSON objects, parsed without floats; anything else is a 4xx, in order:
+    413 too large, 415 not JSON, 400 not a JSON object, then the schema's 422."""
+
+    def _raw_load_json(self, req: flask.Request) -> Any:
+        if not is_json_request(req):
+            abort(415)
+        try:
+            body = loads_exact(req.get_data(cache=True))  # 413 past MAX_CONTENT_LENGTH
+        except InvalidJSON as exc:
+            abort(400, message=str(exc))
+        if not isinstance(body, dict):
+            abort(400, message="The body must be a JSON object.")
+        return body
+
+
+class Blueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = JSONBodyParser()
+
+
+class Api(flask_smorest.Api):
+    ERROR_SCHEMA = ProblemSchema
+
+    def handle_http_exception(self, error):
+        return http_error(error)

@@ -1,0 +1,78 @@
+"""Settings, read from the environment (and `.env`) once, when the app is created.
+
+With nothing configured the service runs on a machine that has only Python:
+SQLite for the data and a SQLite file as the Celery broker, both under `var/`.
+"""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = PROJECT_ROOT / "var"
+
+# Webhook bodies are a few hundred bytes; anything past this is refused with 413.
+MAX_WEBHOOK_BYTES = 64 * 1024
+
+
+def database_url(raw: str | None) -> str:
+    """The SQLAlchemy URL for DATABASE_URL, or the embedded SQLite file."""
+    if not raw:
+        return f"sqlite:///{VAR_DIR / 'webhooks.sqlite3'}"
+    # Heroku hands out postgres://, and SQLAlchemy 2.1 maps a bare postgresql://
+    # to psycopg 3; we ship psycopg2.
+    for scheme in ("postgres://", "postgresql://"):
+        if raw.startswith(scheme):
+            return "postgresql+psycopg2://" + raw.removeprefix(scheme)
+    return raw
+
+
+def broker_url(env: Mapping[str, str]) -> str:
+    """CELERY_BROKER_URL, else REDIS_URL, else kombu's SQLAlchemy transport on SQLite."""
+    return (
+        env.get("CELERY_BROKER_URL")
+        or env.get("REDIS_URL")
+        or f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
+    )
+
+
+def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Flask config from the environment; a variable already set wins over `.env`."""
+    if env is None:
+        load_dotenv(PROJECT_ROOT / ".env", override=False)
+        env = os.environ
+    return {
+        "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL")),
+        "CELERY": celery_settings(broker_url(env), env.get("CELERY_RESULT_BACKEND") or None),
+        "PROCESSING_DELAY_SECONDS": float(env.get("PROCESSING_DELAY_SECONDS", "30")),
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
+        "MAX_CONTENT_LENGTH": MAX_WEBHOOK_BYTES,
+    }
+
+
+# How often the worker looks for transactions whose delay has passed. It bounds
+# how late past its due time a transaction is processed.
+PROCESS_DUE_EVERY_SECONDS = 1.0
+
+
+def celery_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
+    return {
+        "broker_url": broker,
+        "result_backend": result_backend,
+        # Nobody reads task results: the transaction row is the result.
+        "task_ignore_result": True,
+        "imports": ["app.tasks"],
+        "broker_connection_retry_on_startup": True,
+        "beat_schedule": {
+            "process-due-transactions": {
+                "task": "app.tasks.process_due_transactions",
+                "schedule": PROCESS_DUE_EVERY_SECONDS,
+                # Ticks that queued up while no worker ran are worthless later:
+                # the next one that runs picks up everything that is due.
+                "options": {"expires": 10 * PROCESS_DUE_EVERY_SECONDS},
+            },
+        },
+    }

@@ -1,0 +1,59 @@
+"""JSON that never turns money into a float.
+
+Numbers with a fraction or an exponent are read as `Decimal` and written back as
+JSON numbers, so `0.30` stays `0.30` on the way in and `0.3` on the way out.
+"""
+
+from typing import Any
+
+import simplejson
+from flask.json.provider import JSONProvider
+
+
+class InvalidJSON(ValueError):
+    """The body is not a JSON document we accept; the message says why."""
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # `{"amount": 1, "amount": 1000}` is ambiguous; parsers disagree on which wins.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise InvalidJSON(f"The key {repeated!r} appears more than once.")
+    return obj
+
+
+def loads_exact(data: bytes | str) -> Any:
+    """Parse strict JSON: decimals stay exact, NaN/Infinity and repeated keys are refused."""
+    try:
+        if isinstance(data, bytes):
+            data = data.decode("utf-8")
+        return simplejson.loads(
+            data,
+            use_decimal=True,
+            allow_nan=False,
+            object_pairs_hook=_reject_duplicate_keys,
+        )
+    except UnicodeDecodeError:
+        raise InvalidJSON("The body is not valid UTF-8.") from None
+    except simplejson.JSONDecodeError as exc:
+        raise InvalidJSON(f"The body is not valid JSON: {exc.msg} at position {exc.pos}.") from None
+    except RecursionError:
+        raise InvalidJSON("The body nests too deeply.") from None
+    except ValueError as exc:  # ints past Python's digit limit, our own InvalidJSON
+        raise InvalidJSON(str(exc)) from None
+
+
+def dumps_exact(obj: Any, **kwargs: Any) -> str:
+    return simplejson.dumps(obj, use_decimal=True, separators=(",", ":"), **kwargs)
+
+
+class ExactJSONProvider(JSONProvider):
+    """Flask's JSON provider, with Decimal kept exact in both directions."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return dumps_exact(obj, **kwargs)
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return loads_exact(s)

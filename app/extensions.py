@@ -1,0 +1,98 @@
+"""Extensions, created unbound here and bound to the app in `create_app`.
+
+Nothing here connects to anything: an engine or broker connection made at
+import time would be shared by every process Gunicorn and Celery fork.
+"""
+
+import logging
+
+from celery import Celery, Task
+from celery.signals import after_setup_logger, worker_process_init
+from flask import Flask
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import MetaData, event
+from sqlalchemy.orm import DeclarativeBase
+
+from app.api import Api
+
+
+class Base(DeclarativeBase):
+    # Named constraints, so that migrations can refer to them on every database.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+db = SQLAlchemy(model_class=Base)
+# Batch mode, so that later migrations can alter tables on SQLite too.
+migrate = Migrate(render_as_batch=True)
+api = Api()
+
+
+def engine_options(url: str) -> dict:
+    """Pool and driver settings for the configured database."""
+    if url.startswith("sqlite"):
+        # Gunicorn workers, the Celery worker and beat all write to one file:
+        # wait up to 30 s for the lock instead of failing with "database is locked".
+        return {"connect_args": {"timeout": 30}}
+    return {
+        # A connection that died with the server (restart, failover) is
+        # replaced at checkout, so the service recovers without a restart.
+        "pool_pre_ping": True,
+        # A database that is down answers "503" in seconds, not after TCP's minutes.
+        "connect_args": {"connect_timeout": 3},
+    }
+
+
+def init_db(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _sqlite_wal)
+
+
+def _sqlite_wal(dbapi_connection, _record) -> None:
+    # WAL lets readers go on while one process writes; FULL sync keeps a 202's
+    # commit on disk even if the machine loses power.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def init_celery(app: Flask) -> Celery:
+    """Flask's Celery pattern: every task runs inside an app context."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(app.config["CELERY"])
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+
+    @worker_process_init.connect(weak=False)
+    def fresh_pool_per_child(**_kwargs) -> None:
+        # A pooled connection inherited across fork would be shared by two
+        # processes; psycopg2 then fails in odd ways and updates are lost.
+        with app.app_context():
+            db.engine.dispose(close=False)
+
+    @after_setup_logger.connect(weak=False)
+    def quiet_ticks(logger, **_kwargs) -> None:
+        # Beat sends a tick every second; logging each one's receipt and success
+        # would bury the lines that matter ("transaction ... processed").
+        for name in ("celery.beat", "celery.app.trace", "celery.worker.strategy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    return celery_app

@@ -1,0 +1,93 @@
+"""The one table: a transaction as received, and how far its processing has got."""
+
+import enum
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import Dialect, Enum, Index, Numeric, String, TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import DateTime
+
+from app.extensions import db
+
+# Largest amount the column holds: 15 integer digits, 4 decimal places (the most
+# any ISO 4217 currency has: CLF, UYW).
+AMOUNT_PRECISION = 19
+AMOUNT_SCALE = 4
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TransactionStatus(enum.StrEnum):
+    PROCESSING = "PROCESSING"
+    PROCESSED = "PROCESSED"
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """NUMERIC on PostgreSQL; text on SQLite, whose NUMERIC would round through a float."""
+
+    impl = Numeric(AMOUNT_PRECISION, AMOUNT_SCALE)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(AMOUNT_PRECISION + 2))
+        return dialect.type_descriptor(Numeric(AMOUNT_PRECISION, AMOUNT_SCALE))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect):
+        if value is None or dialect.name != "sqlite":
+            return value
+        return str(value)
+
+    def process_result_value(self, value, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on PostgreSQL (timestamptz) and SQLite (naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Transaction(db.Model):
+    __tablename__ = "transactions"
+
+    transaction_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    source_account: Mapped[str] = mapped_column(String(255))
+    destination_account: Mapped[str] = mapped_column(String(255))
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[TransactionStatus] = mapped_column(
+        Enum(TransactionStatus, native_enum=False, create_constraint=True, name="status", length=16)
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When processing is due: created_at + PROCESSING_DELAY_SECONDS, fixed at receipt.
+    process_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        # Only the transactions still waiting, in the order they fall due: the
+        # worker's query reads this index, and it stays as small as the backlog.
+        Index(
+            "ix_transactions_due",
+            "process_after",
+            postgresql_where=status == TransactionStatus.PROCESSING.value,
+            sqlite_where=status == TransactionStatus.PROCESSING.value,
+        ),
+    )

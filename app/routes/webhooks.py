@@ -1,0 +1,34 @@
+from app.api import Blueprint
+from app.errors import problem
+from app.schemas import AcknowledgementSchema, WebhookTransactionSchema
+from app.services import ConflictingDuplicate, Receipt, ingest_webhook
+
+blp = Blueprint(
+    "webhooks", __name__, url_prefix="/v1/webhooks", description="Webhooks from payment providers."
+)
+
+ACCEPTED = {"message": "Webhook received and queued for processing"}
+DUPLICATE = {"message": "Duplicate webhook: transaction already received; nothing changed"}
+
+
+@blp.post("/transactions")
+@blp.arguments(WebhookTransactionSchema)
+@blp.response(202, AcknowledgementSchema, description="New transaction stored and scheduled.")
+@blp.alt_response(
+    200, schema=AcknowledgementSchema, description="Identical duplicate; nothing changed."
+)
+@blp.alt_response(409, description="Same transaction_id with other business fields; refused.")
+def receive_transaction(payload: dict):
+    """Receive a transaction. A 2xx means it is committed and will be processed."""
+    try:
+        receipt = ingest_webhook(payload)
+    except ConflictingDuplicate as conflict:
+        return problem(
+            409,
+            "Conflict",
+            f"Transaction {payload['transaction_id']!r} was already received with other values.",
+            errors={field: ["Differs from the stored transaction."] for field in conflict.fields},
+        )
+    if receipt is Receipt.DUPLICATE:
+        return DUPLICATE, 200
+    return ACCEPTED

@@ -1,0 +1,151 @@
+"""What comes in (the webhook) and what goes out (acknowledgements, transactions)."""
+
+import unicodedata
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import iso4217
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from app.models import AMOUNT_PRECISION, AMOUNT_SCALE
+
+# ISO 4217 codes with their minor units (USD 2, JPY 0, KWD 3). Codes without
+# minor units (gold XAU, testing XTS, "no currency" XXX) are not money we move.
+MINOR_UNITS: dict[str, int] = {
+    currency.code: currency.exponent
+    for currency in iso4217.Currency
+    if currency.exponent is not None
+}
+AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_PRECISION - AMOUNT_SCALE)
+
+
+def decimal_places(amount: Decimal) -> int:
+    """Places after the point that carry value: 100.50 has 1, 100 has 0."""
+    exponent = amount.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def plain_number(amount: Decimal) -> Decimal:
+    """The shortest exact form, never in exponent notation: 100.5000 -> 100.5, 1E+2 -> 100."""
+    if amount == amount.to_integral_value():
+        return amount.quantize(Decimal(1))
+    return amount.normalize()
+
+
+def to_iso8601(moment: datetime, timespec: str = "microseconds") -> str:
+    """UTC with a Z suffix: 2024-01-15T10:30:00.123456Z."""
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+class Text(fields.String):
+    """A string a database can store and a person can read: no control characters."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not text.strip():
+            raise ValidationError("Must not be empty or blank.")
+        if any(unicodedata.category(char) in ("Cc", "Cs") for char in text):
+            raise ValidationError("Must not contain control characters or unpaired surrogates.")
+        return text
+
+
+class Amount(fields.Field):
+    """A JSON number, kept as an exact Decimal; never a string, never a float."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+        # The body is parsed with decimals exact, so a JSON number is an int or a
+        # Decimal here; True is an int to Python but not a number to JSON.
+        if isinstance(value, bool) or not isinstance(value, int | Decimal):
+            raise ValidationError("Must be a JSON number, such as 100.50.")
+        amount = Decimal(value)
+        if amount <= 0:
+            raise ValidationError("Must be greater than 0.")
+        if amount >= AMOUNT_LIMIT:
+            raise ValidationError(f"Must be less than {AMOUNT_LIMIT:,}.")
+        if decimal_places(amount) > AMOUNT_SCALE:
+            raise ValidationError(f"Must have at most {AMOUNT_SCALE} decimal places.")
+        return amount
+
+    def _serialize(self, value: Decimal | None, attr: str | None, obj: Any, **kwargs: Any):
+        return None if value is None else plain_number(value)
+
+
+class CurrencyCode(fields.String):
+    """An ISO 4217 alphabetic code of a real currency, stored upper-case."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        code = super()._deserialize(value, attr, data, **kwargs).upper()
+        if code not in MINOR_UNITS:
+            raise ValidationError("Must be an ISO 4217 currency code, such as USD, EUR or INR.")
+        return code
+
+
+class Timestamp(fields.Field):
+    def _serialize(self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any):
+        return None if value is None else to_iso8601(value)
+
+
+def _text(description: str, example: str) -> Text:
+    return Text(
+        required=True,
+        validate=validate.Length(min=1, max=255),
+        metadata={"description": description, "example": example},
+    )
+
+
+class WebhookTransactionSchema(Schema):
+    """The body a payment provider posts."""
+
+    class Meta:
+        # Senders add fields over time; a field we do not know is not an error.
+        unknown = EXCLUDE
+
+    transaction_id = _text("The sender's unique id for this transaction.", "txn_8f3a2b")
+    source_account = _text("Account the money leaves.", "acc_source_001")
+    destination_account = _text("Account the money reaches.", "acc_dest_002")
+    amount = Amount(
+        required=True,
+        metadata={
+            "type": "number",
+            "description": "Greater than 0, with no more decimal places than the currency has.",
+            "example": 100.50,
+        },
+    )
+    currency = CurrencyCode(
+        required=True, metadata={"description": "ISO 4217 alphabetic code.", "example": "USD"}
+    )
+
+    @validates_schema(skip_on_field_errors=True)
+    def amount_fits_currency(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        places = MINOR_UNITS[data["currency"]]
+        if decimal_places(data["amount"]) > places:
+            raise ValidationError(
+                f"{data['currency']} has {places} decimal places; this amount has more.",
+                field_name="amount",
+            )
+
+
+class AcknowledgementSchema(Schema):
+    message = fields.String(required=True)
+
+
+class TransactionSchema(Schema):
+    """A transaction as stored, with how far its processing has got."""
+
+    transaction_id = fields.String()
+    source_account = fields.String()
+    destination_account = fields.String()
+    amount = Amount(metadata={"type": "number", "example": 100.5})
+    currency = fields.String()
+    status = fields.String(metadata={"enum": ["PROCESSING", "PROCESSED"]})
+    created_at = Timestamp(metadata={"type": "string", "format": "date-time"})
+    processed_at = Timestamp(
+        allow_none=True,
+        metadata={"type": "string", "format": "date-time", "description": "null until processed"},
+    )
+
+
+class HealthSchema(Schema):
+    status = fields.String(metadata={"example": "HEALTHY"})
+    current_time = fields.String(metadata={"format": "date-time"})

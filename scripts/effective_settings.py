@@ -1,0 +1,10 @@
+"""Print, as shell assignments, the settings the shell scripts need (environment over .env)."""
+
+import os
+import shlex
+
+from app.config import load_config
+
+config = load_config()
+print(f"PORT={shlex.quote(os.environ.get('PORT', '8000'))}")
+print(f"BROKER_URL={shlex.quote(config['CELERY']['broker_url'])}")

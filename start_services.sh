@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Start the service in the background: Celery worker, Celery beat and Gunicorn.
+# Logs go to var/log, PID files to var/run. Running it again starts nothing twice.
+# Settings come from the environment and .env (see .env.example); stop with ./stop_services.sh.
+set -euo pipefail
+source "$(dirname "$0")/scripts/common.sh"
+cd "$ROOT"
+
+ensure_venv "$ROOT/requirements.txt"
+eval "$(PYTHONPATH="$ROOT" "$VENV/bin/python" scripts/effective_settings.py)"
+
+# A Redis broker on this machine that is not running: start one, if we can.
+if [[ "$BROKER_URL" =~ ^redis://([^@/]*@)?(localhost|127\.0\.0\.1)(:([0-9]+))?(/|$) ]]; then
+  redis_port="${BASH_REMATCH[4]:-6379}"
+  if ! "$VENV/bin/python" -c "import redis, sys; redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()" "$BROKER_URL" 2>/dev/null; then
+    command -v redis-server >/dev/null || die "Redis at $BROKER_URL does not answer and redis-server is not installed."
+    say "Starting redis-server on port $redis_port"
+    # Nothing precious lives in Redis here (transactions wait in the database), so no persistence.
+    nohup redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+      >> "$LOG_DIR/redis.log" 2>&1 &
+    echo $! > "$RUN_DIR/redis.pid"
+    for _ in $(seq 50); do
+      "$VENV/bin/python" -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).ping()" "$BROKER_URL" 2>/dev/null && break
+      sleep 0.1
+    done
+  fi
+fi
+
+say "Applying database migrations"
+"$VENV/bin/flask" --app app db upgrade 2>&1 | grep -v '^INFO' || true
+"$VENV/bin/flask" --app app db current 2>/dev/null | grep -q '(head)' || die "migrations did not apply; see the output above."
+
+# start NAME MATCH COMMAND...: run COMMAND in the background unless NAME already runs.
+start() {
+  local name="$1" match="$2"
+  shift 2
+  if pid_alive "$RUN_DIR/$name.pid" "$match"; then
+    say "$name already running (pid $(cat "$RUN_DIR/$name.pid"))"
+    return
+  fi
+  nohup "$@" >> "$LOG_DIR/$name.log" 2>&1 &
+  echo $! > "$RUN_DIR/$name.pid"
+  say "Started $name (pid $!), log: var/log/$name.log"
+}
+
+start worker celery "$VENV/bin/celery" -A celery_worker.celery_app worker --loglevel=INFO
+start beat celery "$VENV/bin/celery" -A celery_worker.celery_app beat --loglevel=INFO \
+  --schedule "$ROOT/var/celerybeat-schedule"
+start web gunicorn "$VENV/bin/gunicorn" -c gunicorn.conf.py
+
+url="http://127.0.0.1:$PORT"
+for _ in $(seq 300); do
+  if "$VENV/bin/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" "$url/" 2>/dev/null; then
+    say "The service answers at $url (health: $url/)"
+    exit 0
+  fi
+  pid_alive "$RUN_DIR/web.pid" gunicorn || { tail -n 30 "$LOG_DIR/web.log" >&2; die "Gunicorn exited; its log is above."; }
+  sleep 0.1
+done
+tail -n 30 "$LOG_DIR/web.log" >&2
+die "nothing answered at $url within 30 s; see var/log/web.log."
