@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dotenv import load_dotenv
+from dotenv import dotenv_values
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
@@ -39,15 +39,29 @@ def broker_url(env: Mapping[str, str]) -> str:
     )
 
 
-def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name} must be a number of seconds, 0 or more; got {raw!r}")
+    return value
+
+
+def load_config(
+    environ: Mapping[str, str] = os.environ, dotenv_path: Path = PROJECT_ROOT / ".env"
+) -> dict[str, Any]:
     """Flask config from the environment; a variable already set wins over `.env`."""
-    if env is None:
-        load_dotenv(PROJECT_ROOT / ".env", override=False)
-        env = os.environ
+    from_file = {
+        key: value for key, value in dotenv_values(dotenv_path).items() if value is not None
+    }
+    env = {**from_file, **environ}
     return {
         "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL")),
         "CELERY": celery_settings(broker_url(env), env.get("CELERY_RESULT_BACKEND") or None),
-        "PROCESSING_DELAY_SECONDS": float(env.get("PROCESSING_DELAY_SECONDS", "30")),
+        "PROCESSING_DELAY_SECONDS": seconds(env, "PROCESSING_DELAY_SECONDS", default=30),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
         "MAX_CONTENT_LENGTH": MAX_WEBHOOK_BYTES,
     }

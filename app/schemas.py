@@ -22,8 +22,12 @@ AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_PRECISION - AMOUNT_SCALE)
 
 def decimal_places(amount: Decimal) -> int:
     """Places after the point that carry value: 100.50 has 1, 100 has 0."""
-    exponent = amount.normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
+    # From the digits, not normalize(), which rounds through the decimal context
+    # and would turn 1E-999999999 into 0.
+    _sign, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int), "amounts are finite"
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing_zeros))
 
 
 def plain_number(amount: Decimal) -> Decimal:
@@ -89,7 +93,7 @@ class Timestamp(fields.Field):
 def _text(description: str, example: str) -> Text:
     return Text(
         required=True,
-        validate=validate.Length(min=1, max=255),
+        validate=validate.Length(max=255),
         metadata={"description": description, "example": example},
     )
 

@@ -3,8 +3,10 @@
 import os
 import shlex
 
-from app.config import load_config
+from dotenv import dotenv_values
 
-config = load_config()
-print(f"PORT={shlex.quote(os.environ.get('PORT', '8000'))}")
-print(f"BROKER_URL={shlex.quote(config['CELERY']['broker_url'])}")
+from app.config import PROJECT_ROOT, load_config
+
+env = {**dotenv_values(PROJECT_ROOT / ".env"), **os.environ}
+print(f"PORT={shlex.quote(env.get('PORT') or '8000')}")
+print(f"BROKER_URL={shlex.quote(load_config()['CELERY']['broker_url'])}")

@@ -1,0 +1,39 @@
+"""Small helpers shared by the test modules."""
+
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from app.exact_json import dumps_exact
+
+
+def webhook(**overrides: Any) -> dict[str, Any]:
+    """A valid webhook body with a fresh transaction_id; keyword arguments replace fields."""
+    body: dict[str, Any] = {
+        "transaction_id": f"txn_{uuid.uuid4().hex}",
+        "source_account": "acc_user_789",
+        "destination_account": "acc_merchant_456",
+        "amount": Decimal("1500"),
+        "currency": "INR",
+    }
+    body.update(overrides)
+    return body
+
+
+def as_json(body: Any) -> str:
+    """JSON text with Decimals written exactly, as a careful sender would."""
+    return dumps_exact(body)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll until condition() is truthy and return it; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

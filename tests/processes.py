@@ -1,0 +1,140 @@
+"""Real processes for end-to-end tests: Gunicorn, a Celery worker and Celery beat.
+
+They are started the way the Procfile starts them, each with its own log file,
+and stopped by the PID this module holds, never by name.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+# Variables the service reads; a test sets each one it needs, so nothing leaks
+# in from the developer's shell or .env.
+SERVICE_VARIABLES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "PROCESSING_DELAY_SECONDS",
+    "PORT",
+    "WEB_CONCURRENCY",
+    "LOG_LEVEL",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_env(**settings: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
+    env.update(settings)
+    return env
+
+
+class Process:
+    """One child process, its log file, and a way to stop it."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> None:
+        if not self.running():
+            return
+        self.popen.send_signal(sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no cleanup, as when a machine dies."""
+        self.stop(signal.SIGKILL)
+
+
+class Service:
+    """The web, worker and beat processes of one service instance."""
+
+    def __init__(self, log_dir: Path, **settings: str):
+        self.log_dir = log_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = service_env(PORT=str(self.port), WEB_CONCURRENCY="2", **settings)
+        self.processes: dict[str, Process] = {}
+
+    def start(self, *names: str) -> "Service":
+        for name in names or ("worker", "beat", "web"):
+            self.processes[name] = Process(name, self.command(name), self.env, self.log_dir)
+        if "web" in self.processes:
+            self.wait_for_web()
+        return self
+
+    def command(self, name: str) -> list[str]:
+        celery = [str(BIN / "celery"), "-A", "celery_worker.celery_app"]
+        if name == "web":
+            return [
+                str(BIN / "gunicorn"),
+                "-c",
+                "gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+            ]
+        if name == "worker":
+            node = f"test-{uuid.uuid4().hex[:8]}@%h"
+            return [*celery, "worker", "--loglevel=INFO", "--concurrency=2", "--hostname", node]
+        if name == "beat":
+            schedule = self.log_dir / f"celerybeat-schedule-{uuid.uuid4().hex[:8]}"
+            return [*celery, "beat", "--loglevel=INFO", "--schedule", str(schedule)]
+        raise ValueError(name)
+
+    def wait_for_web(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.processes["web"].running():
+                raise RuntimeError("gunicorn exited:\n" + self.processes["web"].log())
+            try:
+                if requests.get(self.url + "/", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:  # not listening, or workers still booting
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gunicorn did not answer:\n" + self.processes["web"].log())
+
+    def __getitem__(self, name: str) -> Process:
+        return self.processes[name]
+
+    def stop(self) -> None:
+        for name in ("web", "beat", "worker"):
+            if name in self.processes:
+                self.processes[name].stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{p.log()[-4000:]}" for name, p in self.processes.items())

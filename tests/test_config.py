@@ -1,0 +1,57 @@
+"""Settings: the environment, .env, and the URLs Heroku and friends hand out."""
+
+import pytest
+
+from app.config import broker_url, database_url, load_config
+
+
+@pytest.mark.parametrize(
+    "given, used",
+    [
+        ("postgres://u:p@db.example.com:5432/d", "postgresql+psycopg2://u:p@db.example.com:5432/d"),
+        ("postgresql://u@h/d", "postgresql+psycopg2://u@h/d"),
+        ("postgresql+psycopg2://u@h/d", "postgresql+psycopg2://u@h/d"),
+        ("sqlite:////tmp/x.sqlite3", "sqlite:////tmp/x.sqlite3"),
+    ],
+)
+def test_database_urls_are_normalised_to_psycopg2(given, used):
+    assert database_url(given) == used
+
+
+def test_without_database_url_the_data_lives_in_sqlite_under_var():
+    assert database_url(None).startswith("sqlite:///")
+    assert database_url("").endswith("/var/webhooks.sqlite3")
+
+
+def test_broker_is_celery_broker_url_then_redis_url_then_sqlite():
+    assert (
+        broker_url({"CELERY_BROKER_URL": "redis://a/0", "REDIS_URL": "redis://b/0"})
+        == "redis://a/0"
+    )
+    assert broker_url({"REDIS_URL": "redis://b/0"}) == "redis://b/0"
+    assert broker_url({}).startswith("sqla+sqlite:///")
+
+
+def test_environment_wins_over_dotenv(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "PROCESSING_DELAY_SECONDS=7\nDATABASE_URL=postgres://from-file/db\nLOG_LEVEL=debug\n"
+    )
+    config = load_config({"DATABASE_URL": "postgres://from-env/db"}, dotenv)
+    assert config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg2://from-env/db"
+    assert config["PROCESSING_DELAY_SECONDS"] == 7
+    assert config["LOG_LEVEL"] == "DEBUG"
+
+
+def test_defaults_with_nothing_configured(tmp_path):
+    config = load_config({}, tmp_path / "absent.env")
+    assert config["PROCESSING_DELAY_SECONDS"] == 30
+    assert config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
+    assert config["CELERY"]["broker_url"].startswith("sqla+sqlite:///")
+    assert config["MAX_CONTENT_LENGTH"] == 64 * 1024
+
+
+@pytest.mark.parametrize("raw", ["-1", "soon", "inf", "nan"])
+def test_a_bad_delay_fails_at_start_naming_the_variable(tmp_path, raw):
+    with pytest.raises(ValueError, match="PROCESSING_DELAY_SECONDS"):
+        load_config({"PROCESSING_DELAY_SECONDS": raw}, tmp_path / "absent.env")

@@ -1,0 +1,117 @@
+"""End to end over HTTP: Gunicorn, a Celery worker and beat, on PostgreSQL and Redis."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+import redis
+import requests
+from conftest import REDIS_URL
+from helpers import as_json, wait_until, webhook
+from processes import Service
+
+pytestmark = pytest.mark.processes
+
+DELAY = 2.0
+HEADERS = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def service(postgres_url, tmp_path_factory):
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).flushdb()
+    except redis.ConnectionError as exc:
+        pytest.fail(
+            f"Redis is required at {REDIS_URL} (set TEST_REDIS_URL, or run ./run_tests.sh): {exc}"
+        )
+    service = Service(
+        tmp_path_factory.mktemp("service"),
+        DATABASE_URL=postgres_url,
+        CELERY_BROKER_URL=REDIS_URL,
+        PROCESSING_DELAY_SECONDS=str(DELAY),
+    )
+    try:
+        yield service.start()
+    finally:
+        service.stop()
+
+
+def send(service, body) -> requests.Response:
+    return requests.post(
+        f"{service.url}/v1/webhooks/transactions", data=as_json(body), headers=HEADERS, timeout=10
+    )
+
+
+def fetch(service, transaction_id) -> dict:
+    response = requests.get(f"{service.url}/v1/transactions/{transaction_id}", timeout=10)
+    assert response.status_code == 200
+    return response.json()
+
+
+def processed(service, transaction_id) -> dict | None:
+    shown = fetch(service, transaction_id)
+    return shown if shown["status"] == "PROCESSED" else None
+
+
+def times_processed(service, transaction_id) -> int:
+    return service["worker"].log().count(f"transaction {transaction_id} processed")
+
+
+def test_webhook_goes_from_processing_to_processed_after_the_delay(service):
+    body = webhook(amount=Decimal("100.50"), currency="USD")
+    response = send(service, body)
+    assert response.status_code == 202, service.logs()
+    assert response.json() == {"message": "Webhook received and queued for processing"}
+
+    shown = fetch(service, body["transaction_id"])
+    assert shown["status"] == "PROCESSING"
+    assert shown["processed_at"] is None
+    assert shown["amount"] == 100.5
+
+    done = wait_until(lambda: processed(service, body["transaction_id"]), timeout=DELAY + 30)
+    waited = datetime.fromisoformat(done["processed_at"]) - datetime.fromisoformat(
+        done["created_at"]
+    )
+    assert waited.total_seconds() >= DELAY
+
+    # A late duplicate changes nothing, and nothing is processed twice.
+    assert send(service, body).status_code == 200
+    assert fetch(service, body["transaction_id"]) == done
+    assert times_processed(service, body["transaction_id"]) == 1
+
+
+def test_forty_identical_webhooks_at_once_make_one_row_processed_once(service, postgres_url):
+    body = webhook()
+    start = threading.Barrier(40)
+
+    def send_at_once(_):
+        start.wait()
+        return send(service, body).status_code
+
+    with ThreadPoolExecutor(40) as pool:
+        statuses = list(pool.map(send_at_once, range(40)))
+
+    assert sorted(statuses) == [200] * 39 + [202]
+    wait_until(lambda: processed(service, body["transaction_id"]), timeout=DELAY + 30)
+    assert times_processed(service, body["transaction_id"]) == 1
+
+
+def test_a_burst_of_three_hundred_is_all_processed(service):
+    bodies = [webhook() for _ in range(300)]
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda body: send(service, body).status_code, bodies))
+    assert statuses == [202] * 300
+
+    def all_processed():
+        return all(processed(service, body["transaction_id"]) for body in bodies)
+
+    wait_until(all_processed, timeout=DELAY + 60, interval=1)
+    for body in bodies:
+        shown = fetch(service, body["transaction_id"])
+        waited = datetime.fromisoformat(shown["processed_at"]) - datetime.fromisoformat(
+            shown["created_at"]
+        )
+        assert waited.total_seconds() >= DELAY
+        assert times_processed(service, body["transaction_id"]) == 1

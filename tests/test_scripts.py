@@ -1,0 +1,99 @@
+"""./start_services.sh and ./stop_services.sh, run as a newcomer runs them, on a copy of the repository.
+
+With nothing configured, this is the embedded default: SQLite for the data and
+kombu's SQLAlchemy transport on a SQLite file as the broker, yet still separate
+web, worker and beat processes.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from helpers import as_json, wait_until, webhook
+from processes import ROOT, free_port, service_env
+
+pytestmark = pytest.mark.processes
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    """The repository's files (as git sees them) in a fresh folder, sharing this .venv."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    copy = tmp_path / "checkout"
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    # The venv is shared so the test does not reinstall every package.
+    (copy / ".venv").symlink_to(Path(sys.prefix))
+    return copy
+
+
+def run(script: Path, env: dict) -> str:
+    result = subprocess.run(
+        [str(script)], cwd=script.parent, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def pids(checkout: Path) -> dict[str, int]:
+    run_dir = checkout / "var" / "run"
+    return {path.stem: int(path.read_text()) for path in run_dir.glob("*.pid")}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_start_serve_process_restart_and_stop_on_the_embedded_default(checkout):
+    port = free_port()
+    env = service_env(PORT=str(port), PROCESSING_DELAY_SECONDS="1", WEB_CONCURRENCY="2")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        output = run(checkout / "start_services.sh", env)
+        assert f"The service answers at {url}" in output
+        started = pids(checkout)
+        assert set(started) == {"web", "worker", "beat"}
+
+        body = webhook()
+        response = requests.post(
+            f"{url}/v1/webhooks/transactions",
+            data=as_json(body),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert response.status_code == 202
+
+        def is_processed():
+            shown = requests.get(
+                f"{url}/v1/transactions/{body['transaction_id']}", timeout=5
+            ).json()
+            return shown["status"] == "PROCESSED"
+
+        wait_until(is_processed, timeout=60)
+        assert (checkout / "var" / "webhooks.sqlite3").exists()
+        assert (checkout / "var" / "celery-broker.sqlite3").exists()
+
+        again = run(checkout / "start_services.sh", env)
+        assert again.count("already running") == 3
+        assert pids(checkout) == started
+    finally:
+        stopped = run(checkout / "stop_services.sh", env)
+    assert "Stopped." in stopped
+    assert pids(checkout) == {}
+    assert not any(alive(pid) for pid in started.values())

@@ -1,0 +1,88 @@
+"""GET /v1/transactions/<id>, the health check, and errors outside the webhook."""
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from urllib.parse import quote
+
+import pytest
+from helpers import as_json, webhook
+from test_webhooks import URL, assert_problem
+
+ISO_8601_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
+
+
+def send(client, body):
+    response = client.post(URL, data=as_json(body), content_type="application/json")
+    assert response.status_code == 202
+
+
+def test_health_check_answers_healthy_with_the_utc_time(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "HEALTHY"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body["current_time"])
+    shown = datetime.fromisoformat(body["current_time"])
+    assert abs((datetime.now(UTC) - shown).total_seconds()) < 5
+
+
+def test_transaction_is_returned_with_every_field(client):
+    body = webhook(amount=Decimal("100.50"), currency="USD")
+    send(client, body)
+
+    response = client.get(f"/v1/transactions/{body['transaction_id']}")
+    assert response.status_code == 200
+    shown = response.get_json()
+    assert set(shown) == {
+        "transaction_id",
+        "source_account",
+        "destination_account",
+        "amount",
+        "currency",
+        "status",
+        "created_at",
+        "processed_at",
+    }
+    assert shown["transaction_id"] == body["transaction_id"]
+    assert shown["source_account"] == body["source_account"]
+    assert shown["destination_account"] == body["destination_account"]
+    assert shown["amount"] == 100.5 and b'"amount":100.5,' in response.data
+    assert shown["currency"] == "USD"
+    assert shown["status"] == "PROCESSING"
+    assert ISO_8601_Z.match(shown["created_at"])
+    assert shown["processed_at"] is None
+
+
+@pytest.mark.parametrize(
+    "transaction_id",
+    ["txn:2024.01-15", "ordre-éèà-Überweisung", "支付-001", "a/b/c", "with space", "100%", "?#&"],
+)
+def test_ids_with_reserved_and_non_ascii_characters_are_found_url_encoded(client, transaction_id):
+    send(client, webhook(transaction_id=transaction_id))
+    response = client.get(f"/v1/transactions/{quote(transaction_id, safe='')}")
+    assert response.status_code == 200
+    assert response.get_json()["transaction_id"] == transaction_id
+
+
+def test_unknown_transaction_is_404_json(client):
+    problem = assert_problem(client.get("/v1/transactions/txn_never_sent"), 404)
+    assert "txn_never_sent" in problem["detail"]
+
+
+def test_unknown_route_is_404_json(client):
+    assert_problem(client.get("/wp-admin"), 404)
+
+
+def test_unexpected_exception_is_500_json_without_internals(app, client, monkeypatch):
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    def broken(_transaction_id):
+        raise RuntimeError("secret internals: password=hunter2")
+
+    monkeypatch.setattr("app.routes.transactions.find_transaction", broken)
+    response = client.get("/v1/transactions/anything")
+    problem = assert_problem(response, 500)
+    assert "hunter2" not in response.get_data(as_text=True)
+    assert "RuntimeError" not in response.get_data(as_text=True)
+    assert problem["title"] == "Internal Server Error"

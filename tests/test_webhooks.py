@@ -1,0 +1,225 @@
+"""POST /v1/webhooks/transactions through Flask's test client, on SQLite and PostgreSQL."""
+
+from decimal import Decimal
+
+import pytest
+from helpers import as_json, webhook
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import Transaction, TransactionStatus
+
+URL = "/v1/webhooks/transactions"
+ACCEPTED = {"message": "Webhook received and queued for processing"}
+
+
+def post(client, body, content_type="application/json"):
+    data = body if isinstance(body, str | bytes) else as_json(body)
+    return client.post(URL, data=data, content_type=content_type)
+
+
+def stored_count(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Transaction))
+
+
+def stored(app, transaction_id: str) -> Transaction | None:
+    with app.app_context():
+        return db.session.get(Transaction, transaction_id)
+
+
+def assert_problem(response, status: int) -> dict:
+    """Every error: the status, the problem+json shape, no trace of Python inside."""
+    assert response.status_code == status
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["status"] == status
+    assert body["title"] and body["detail"]
+    assert "Traceback" not in response.get_data(as_text=True)
+    return body
+
+
+def test_new_transaction_is_stored_processing_and_acknowledged_202(app, client):
+    body = webhook(amount=Decimal("100.50"), currency="USD")
+    response = post(client, body)
+    assert response.status_code == 202
+    assert response.get_json() == ACCEPTED
+
+    row = stored(app, body["transaction_id"])
+    assert row.status is TransactionStatus.PROCESSING
+    assert row.amount == Decimal("100.50")
+    assert row.currency == "USD"
+    assert row.processed_at is None
+    delay = app.config["PROCESSING_DELAY_SECONDS"]
+    assert (row.process_after - row.created_at).total_seconds() == pytest.approx(delay)
+
+
+def test_amount_survives_exactly(app, client):
+    body = webhook(amount=Decimal("0.30"), currency="USD")
+    assert post(client, body).status_code == 202
+    # 0.30 as a float would be stored as 0.299999999999999988897769753748...
+    assert stored(app, body["transaction_id"]).amount == Decimal("0.30")
+    shown = client.get(f"/v1/transactions/{body['transaction_id']}")
+    assert b'"amount":0.3,' in shown.data
+
+
+def test_identical_duplicate_is_200_and_changes_nothing(app, client):
+    body = webhook()
+    assert post(client, body).status_code == 202
+    before = stored(app, body["transaction_id"])
+
+    again = post(client, body)
+    assert again.status_code == 200
+    assert "Duplicate" in again.get_json()["message"]
+    assert stored_count(app) == 1
+    after = stored(app, body["transaction_id"])
+    assert (after.created_at, after.process_after) == (before.created_at, before.process_after)
+
+
+def test_duplicate_in_another_but_equal_form_is_identical(app, client):
+    body = webhook(amount=Decimal("100.5"), currency="USD")
+    assert post(client, body).status_code == 202
+    same = dict(body, amount=Decimal("100.50"), currency="usd", note="added later")
+    assert post(client, same).status_code == 200
+    assert stored_count(app) == 1
+
+
+def test_late_duplicate_never_resets_a_processed_transaction(app, client):
+    body = webhook()
+    assert post(client, body).status_code == 202
+    with app.app_context():
+        row = db.session.get(Transaction, body["transaction_id"])
+        row.status = TransactionStatus.PROCESSED
+        row.processed_at = row.created_at
+        db.session.commit()
+
+    assert post(client, body).status_code == 200
+    row = stored(app, body["transaction_id"])
+    assert row.status is TransactionStatus.PROCESSED
+    assert row.processed_at == row.created_at
+
+
+@pytest.mark.parametrize(
+    "changes, fields",
+    [
+        ({"amount": Decimal("1500.01")}, ["amount"]),
+        ({"currency": "USD"}, ["currency"]),
+        ({"source_account": "acc_other"}, ["source_account"]),
+        (
+            {"destination_account": "acc_other", "amount": Decimal("1")},
+            ["destination_account", "amount"],
+        ),
+    ],
+)
+def test_conflicting_duplicate_is_409_naming_fields_and_stored_row_is_untouched(
+    app, client, changes, fields
+):
+    body = webhook()
+    assert post(client, body).status_code == 202
+    problem = assert_problem(post(client, dict(body, **changes)), 409)
+    assert sorted(problem["errors"]) == sorted(fields)
+    row = stored(app, body["transaction_id"])
+    assert (row.source_account, row.destination_account, row.amount, row.currency) == (
+        body["source_account"],
+        body["destination_account"],
+        body["amount"],
+        body["currency"],
+    )
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "application/json;charset=UTF-8"],
+)
+def test_json_content_types_are_accepted(client, content_type):
+    assert post(client, webhook(), content_type=content_type).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", ""]
+)
+def test_other_content_types_are_415(app, client, content_type):
+    assert_problem(post(client, webhook(), content_type=content_type), 415)
+    assert stored_count(app) == 0
+
+
+@pytest.mark.parametrize(
+    "raw, detail_part",
+    [
+        ('{"transaction_id": "t1", ', "not valid JSON"),
+        ("", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('"a string"', "must be a JSON object"),
+        ("null", "must be a JSON object"),
+        ('{"amount": NaN}', "not valid JSON"),
+        ('{"amount": Infinity}', "not valid JSON"),
+        ('{"amount": -Infinity}', "not valid JSON"),
+        (b'{"transaction_id": "\xff\xfe"}', "not valid UTF-8"),
+        ('{"amount": 1, "amount": 1000}', "appears more than once"),
+        ("[" * 30_000 + "]" * 30_000, "nests too deeply"),
+        ('{"amount": ' + "9" * 5000 + "}", "digits"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_400(app, client, raw, detail_part):
+    problem = assert_problem(post(client, raw), 400)
+    assert detail_part in problem["detail"]
+    assert stored_count(app) == 0
+
+
+def test_a_body_over_64_kib_is_413(app, client):
+    body = webhook(padding="x" * 65_536)
+    assert_problem(post(client, body), 413)
+    assert stored_count(app) == 0
+
+
+def test_a_body_just_under_the_limit_is_accepted(client):
+    body = webhook()
+    body["padding"] = "x" * (65_536 - len(as_json(body)) - len(',"padding":""'))
+    assert len(as_json(body)) == 65_536
+    assert post(client, body).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"amount": Decimal("0")}, "amount"),
+        ({"amount": Decimal("-10")}, "amount"),
+        ({"amount": "100.50"}, "amount"),
+        ({"amount": Decimal("1.5"), "currency": "JPY"}, "amount"),
+        ({"amount": Decimal("10.123"), "currency": "USD"}, "amount"),
+        ({"amount": Decimal("1E+15"), "currency": "USD"}, "amount"),
+        ({"currency": "XXQ"}, "currency"),
+        ({"currency": "US"}, "currency"),
+        ({"currency": "840"}, "currency"),
+        ({"transaction_id": ""}, "transaction_id"),
+        ({"transaction_id": "x" * 256}, "transaction_id"),
+        ({"source_account": 42}, "source_account"),
+        ({"destination_account": None}, "destination_account"),
+    ],
+)
+def test_a_body_that_fails_validation_is_422_naming_the_field(app, client, changes, field):
+    problem = assert_problem(post(client, webhook(**changes)), 422)
+    assert list(problem["errors"]) == [field]
+    assert stored_count(app) == 0
+
+
+def test_missing_fields_are_all_named(app, client):
+    problem = assert_problem(post(client, {"transaction_id": "t1"}), 422)
+    assert sorted(problem["errors"]) == [
+        "amount",
+        "currency",
+        "destination_account",
+        "source_account",
+    ]
+    assert stored_count(app) == 0
+
+
+def test_unknown_fields_are_ignored(app, client):
+    assert post(client, webhook(fee={"amount": 1}, memo="hi")).status_code == 202
+    assert stored_count(app) == 1
+
+
+def test_wrong_method_is_405_json(client):
+    response = client.get(URL)
+    assert_problem(response, 405)
+    assert "POST" in response.headers["Allow"]
