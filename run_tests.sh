@@ -52,5 +52,8 @@ ensure_redis() {
 ensure_venv "$ROOT/requirements-dev.txt"
 ensure_postgres
 ensure_redis
+say "Lint: ruff"
+"$VENV/bin/ruff" check --quiet . && "$VENV/bin/ruff" format --check --quiet . \
+  || die "ruff found problems (fix with: .venv/bin/ruff check --fix . && .venv/bin/ruff format .)"
 say "PostgreSQL at $PGHOST:$PGPORT and Redis at $TEST_REDIS_URL answer; running the tests"
 exec "$VENV/bin/python" -m pytest "$@"

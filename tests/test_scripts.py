@@ -1,4 +1,4 @@
-"""./start_services.sh and ./stop_services.sh, run as a newcomer runs them, on a copy of the repository.
+"""The start and stop scripts, run as a newcomer runs them, on a copy of the repository.
 
 With nothing configured, this is the embedded default: SQLite for the data and
 kombu's SQLAlchemy transport on a SQLite file as the broker, yet still separate
