@@ -27,8 +27,10 @@ if [[ "$BROKER_URL" =~ ^redis://([^@/]*@)?(localhost|127\.0\.0\.1)(:([0-9]+))?(/
 fi
 
 say "Applying database migrations"
-"$VENV/bin/flask" --app app db upgrade 2>&1 | grep -v '^INFO' || true
-"$VENV/bin/flask" --app app db current 2>/dev/null | grep -q '(head)' || die "migrations did not apply; see the output above."
+if ! migration_output="$("$VENV/bin/flask" --app app db upgrade 2>&1)"; then
+  printf '%s\n' "$migration_output" >&2
+  die "the migrations did not apply; the output above says why."
+fi
 
 # start NAME MATCH COMMAND...: run COMMAND in the background unless NAME already runs.
 start() {

@@ -71,15 +71,45 @@ def load_config(
 # how late past its due time a transaction is processed.
 PROCESS_DUE_EVERY_SECONDS = 1.0
 
+# The longest a task may run; process_due_transactions stops itself well before.
+TASK_TIME_LIMIT_SECONDS = 60
+
 
 def celery_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
+    """Celery, set up for a task that must run, may run twice, and never waits in the broker.
+
+    Transactions wait in the database, not in the broker: every tick looks at
+    every overdue transaction, so a lost, duplicated or late message costs at
+    most one tick. These settings make the worker's side of that hold too.
+    """
     return {
         "broker_url": broker,
         "result_backend": result_backend,
         # Nobody reads task results: the transaction row is the result.
         "task_ignore_result": True,
         "imports": ["app.tasks"],
+        # Acknowledge a message after its task ran, not before: a worker that
+        # dies mid-task leaves the message in the broker for another worker.
+        "task_acks_late": True,
+        # ...and when a pool process is killed (OOM, SIGKILL), requeue its message
+        # at once instead of waiting for the visibility timeout. Safe because the
+        # task is idempotent: the UPDATE only moves rows still PROCESSING.
+        "task_reject_on_worker_lost": True,
+        # Take one message per pool process at a time. Ticks are not ETA tasks,
+        # so nothing is gained by holding more; a dead worker strands fewer.
+        "worker_prefetch_multiplier": 1,
+        # A stuck task is killed: soft limit first (the batch rolls back), then hard.
+        "task_soft_time_limit": TASK_TIME_LIMIT_SECONDS - 10,
+        "task_time_limit": TASK_TIME_LIMIT_SECONDS,
+        "broker_transport_options": {
+            # Redis redelivers a message not acknowledged within this time. No
+            # message here waits for a countdown, so it need only exceed the time
+            # limit; a message is never redelivered while its task still runs.
+            "visibility_timeout": 5 * TASK_TIME_LIMIT_SECONDS,
+        },
+        # Keep trying to reach the broker, at start-up and after it goes away.
         "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
         "beat_schedule": {
             "process-due-transactions": {
                 "task": "app.tasks.process_due_transactions",

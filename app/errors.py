@@ -100,7 +100,8 @@ def _field_errors(messages: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def database_unavailable(error: Exception) -> Response:
-    log.warning("database unavailable: %s", error.__class__.__name__, exc_info=error)
+    # An outage is not a bug: one line per request, not a traceback.
+    log.warning("database unavailable, answered 503: %s", str(error).splitlines()[0])
     return problem(
         503,
         "Service Unavailable",

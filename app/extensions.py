@@ -92,7 +92,12 @@ def init_celery(app: Flask) -> Celery:
     def quiet_ticks(logger, **_kwargs) -> None:
         # Beat sends a tick every second; logging each one's receipt and success
         # would bury the lines that matter ("transaction ... processed").
-        for name in ("celery.beat", "celery.app.trace", "celery.worker.strategy"):
+        for name in (
+            "celery.beat",
+            "celery.app.trace",
+            "celery.worker.strategy",
+            "celery.worker.request",  # "Discarding revoked task" for each expired tick
+        ):
             logging.getLogger(name).setLevel(logging.WARNING)
 
     return celery_app

@@ -26,7 +26,7 @@ ensure_venv() {
   local digest
   digest="$(cat "$ROOT/requirements.txt" "$requirements" | sha256sum | cut -d' ' -f1)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
-    say "Installing $(basename "$requirements") into .venv"
+    say "Installing $(basename "$requirements") into .venv (a minute or two the first time)"
     "$VENV/bin/python" -m pip install --quiet -r "$requirements"
     echo "$digest" > "$stamp"
   fi

@@ -5,6 +5,9 @@ import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
+
+import requests
 
 from app.exact_json import dumps_exact
 
@@ -37,3 +40,27 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def post_webhook(base_url: str, body: Any, timeout: float = 10) -> requests.Response:
+    """POST a webhook body to a running service over HTTP."""
+    return requests.post(
+        f"{base_url}/v1/webhooks/transactions",
+        data=as_json(body),
+        headers=JSON_HEADERS,
+        timeout=timeout,
+    )
+
+
+def get_transaction(base_url: str, transaction_id: str, timeout: float = 10) -> requests.Response:
+    return requests.get(
+        f"{base_url}/v1/transactions/{quote(transaction_id, safe='')}", timeout=timeout
+    )
+
+
+def times_processed(worker_log: str, transaction_id: str) -> int:
+    """How often the worker logged processing this transaction (one line per processing)."""
+    return worker_log.count(f"transaction {transaction_id} processed")

@@ -9,13 +9,13 @@ import pytest
 import redis
 import requests
 from conftest import REDIS_URL
-from helpers import as_json, wait_until, webhook
-from processes import Service
+from helpers import get_transaction, post_webhook, times_processed, wait_until, webhook
+
+from scripts.processes import Service
 
 pytestmark = pytest.mark.processes
 
 DELAY = 2.0
-HEADERS = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +39,11 @@ def service(postgres_url, tmp_path_factory):
 
 
 def send(service, body) -> requests.Response:
-    return requests.post(
-        f"{service.url}/v1/webhooks/transactions", data=as_json(body), headers=HEADERS, timeout=10
-    )
+    return post_webhook(service.url, body)
 
 
 def fetch(service, transaction_id) -> dict:
-    response = requests.get(f"{service.url}/v1/transactions/{transaction_id}", timeout=10)
+    response = get_transaction(service.url, transaction_id)
     assert response.status_code == 200
     return response.json()
 
@@ -55,8 +53,8 @@ def processed(service, transaction_id) -> dict | None:
     return shown if shown["status"] == "PROCESSED" else None
 
 
-def times_processed(service, transaction_id) -> int:
-    return service["worker"].log().count(f"transaction {transaction_id} processed")
+def processed_count(service, transaction_id) -> int:
+    return times_processed(service["worker"].log(), transaction_id)
 
 
 def test_webhook_goes_from_processing_to_processed_after_the_delay(service):
@@ -79,7 +77,7 @@ def test_webhook_goes_from_processing_to_processed_after_the_delay(service):
     # A late duplicate changes nothing, and nothing is processed twice.
     assert send(service, body).status_code == 200
     assert fetch(service, body["transaction_id"]) == done
-    assert times_processed(service, body["transaction_id"]) == 1
+    assert processed_count(service, body["transaction_id"]) == 1
 
 
 def test_forty_identical_webhooks_at_once_make_one_row_processed_once(service, postgres_url):
@@ -95,7 +93,7 @@ def test_forty_identical_webhooks_at_once_make_one_row_processed_once(service, p
 
     assert sorted(statuses) == [200] * 39 + [202]
     wait_until(lambda: processed(service, body["transaction_id"]), timeout=DELAY + 30)
-    assert times_processed(service, body["transaction_id"]) == 1
+    assert processed_count(service, body["transaction_id"]) == 1
 
 
 def test_a_burst_of_three_hundred_is_all_processed(service):
@@ -114,4 +112,4 @@ def test_a_burst_of_three_hundred_is_all_processed(service):
             shown["created_at"]
         )
         assert waited.total_seconds() >= DELAY
-        assert times_processed(service, body["transaction_id"]) == 1
+        assert processed_count(service, body["transaction_id"]) == 1

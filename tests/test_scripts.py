@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 from helpers import as_json, wait_until, webhook
-from processes import ROOT, free_port, service_env
+
+from scripts.processes import ROOT, free_port, service_env
 
 pytestmark = pytest.mark.processes
 

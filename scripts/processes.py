@@ -1,4 +1,5 @@
-"""Real processes for end-to-end tests: Gunicorn, a Celery worker and Celery beat.
+"""Real processes for the end-to-end tests, the chaos script and the benchmark:
+Gunicorn, a Celery worker, Celery beat, and a private redis-server.
 
 They are started the way the Procfile starts them, each with its own log file,
 and stopped by the PID this module holds, never by name.
@@ -13,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import redis
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,9 +93,10 @@ class Service:
         self.processes: dict[str, Process] = {}
 
     def start(self, *names: str) -> "Service":
-        for name in names or ("worker", "beat", "web"):
+        names = names or ("worker", "beat", "web")
+        for name in names:
             self.processes[name] = Process(name, self.command(name), self.env, self.log_dir)
-        if "web" in self.processes:
+        if "web" in names:
             self.wait_for_web()
         return self
 
@@ -138,3 +141,41 @@ class Service:
 
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{p.log()[-4000:]}" for name, p in self.processes.items())
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, so a test can stop, restart or flush it."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: Process | None = None
+
+    def start(self) -> "RedisServer":
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no"]  # a restart loses everything, on purpose
+        self.process = Process("redis", command, service_env(), self.log_dir)
+        deadline = time.monotonic() + 10
+        while not self.answers():
+            if time.monotonic() > deadline or not self.process.running():
+                raise RuntimeError("redis-server did not start:\n" + self.process.log())
+            time.sleep(0.05)
+        return self
+
+    def answers(self) -> bool:
+        try:
+            return redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def flushall(self) -> None:
+        redis.Redis.from_url(self.url).flushall()

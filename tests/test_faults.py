@@ -1,0 +1,292 @@
+"""Faults produced for real: every accepted webhook is still processed, exactly once.
+
+Each test runs its own Gunicorn, Celery worker and beat against the session's
+PostgreSQL database, and its own redis-server where it breaks Redis.
+"""
+
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import requests
+from helpers import (
+    as_json,
+    get_transaction,
+    post_webhook,
+    times_processed,
+    wait_until,
+    webhook,
+)
+from sqlalchemy import create_engine, make_url, select
+from tcp_proxy import TCPProxy
+
+from app.models import Transaction, TransactionStatus
+from scripts.processes import RedisServer, Service
+
+pytestmark = pytest.mark.processes
+
+DELAY = 3.0
+# The promise: once a fault ends, what is pending is processed within this.
+RECOVERY_BOUND = timedelta(minutes=2)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database(postgres_url):
+    engine = create_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def start_service(postgres_url, redis_server, tmp_path):
+    started: list[Service] = []
+
+    def start(database_url: str = postgres_url) -> Service:
+        service = Service(
+            tmp_path,
+            DATABASE_URL=database_url,
+            CELERY_BROKER_URL=redis_server.url,
+            PROCESSING_DELAY_SECONDS=str(DELAY),
+        )
+        started.append(service)
+        return service.start()
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def accept(service: Service, count: int) -> list[str]:
+    """Send `count` new webhooks; every one must be acknowledged 202."""
+    bodies = [webhook() for _ in range(count)]
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda body: post_webhook(service.url, body).status_code, bodies))
+    assert statuses == [202] * count, service.logs()
+    return [body["transaction_id"] for body in bodies]
+
+
+def rows(database, ids: list[str]) -> list[Transaction]:
+    with database.connect() as connection:
+        return list(
+            connection.execute(select(Transaction).where(Transaction.transaction_id.in_(ids)))
+        )
+
+
+def assert_all_processed_once(service: Service, database, ids: list[str], recovered_at: datetime):
+    """Every id reaches PROCESSED within the bound, and the worker processed each once."""
+
+    def all_processed():
+        found = rows(database, ids)
+        return len(found) == len(ids) and all(
+            r.status == TransactionStatus.PROCESSED for r in found
+        )
+
+    wait_until(all_processed, timeout=RECOVERY_BOUND.total_seconds(), interval=0.5)
+    for row in rows(database, ids):
+        assert row.processed_at >= row.process_after
+        assert row.processed_at <= max(row.process_after, recovered_at) + RECOVERY_BOUND
+    worker_log = service["worker"].log()
+    assert [times_processed(worker_log, i) for i in ids] == [1] * len(ids)
+
+
+def still_processing(database, ids: list[str]) -> bool:
+    return all(r.status == TransactionStatus.PROCESSING for r in rows(database, ids))
+
+
+def test_worker_killed_mid_wait(start_service, database):
+    service = start_service()
+    ids = accept(service, 50)
+    service["worker"].kill()
+    time.sleep(DELAY + 2)  # all fall due while no worker runs
+    assert still_processing(database, ids)
+
+    recovered_at = datetime.now(UTC)
+    service.start("worker")
+    assert_all_processed_once(service, database, ids, recovered_at)
+
+
+def test_redis_restarted_with_ticks_pending(start_service, database, redis_server):
+    service = start_service()
+    ids = accept(service, 50)
+    service["worker"].kill()
+    time.sleep(1.5)  # beat queues ticks no worker takes
+    redis_server.restart()  # ...and they are gone: Redis keeps nothing on disk here
+    recovered_at = datetime.now(UTC)
+    service.start("worker")
+    assert_all_processed_once(service, database, ids, recovered_at)
+
+    # Beat and worker reconnected: what arrives afterwards is processed too.
+    later = accept(service, 10)
+    assert_all_processed_once(service, database, later, datetime.now(UTC))
+
+
+def test_redis_flushed(start_service, database, redis_server):
+    service = start_service()
+    ids = accept(service, 50)
+    redis_server.flushall()
+    assert_all_processed_once(service, database, ids, datetime.now(UTC))
+
+
+def test_broker_unreachable_when_webhooks_arrive(start_service, database, redis_server):
+    service = start_service()
+    redis_server.stop()
+
+    ids = accept(service, 30)  # the request path never touches the broker
+    time.sleep(DELAY + 2)
+    assert still_processing(database, ids)  # nothing can run without a broker
+
+    redis_server.start()  # same port
+    assert_all_processed_once(service, database, ids, datetime.now(UTC))
+
+
+def test_database_down_answers_503_and_recovers_without_restart(
+    start_service, database, postgres_url
+):
+    url = make_url(postgres_url)
+    proxy = TCPProxy(url.host, url.port or 5432).start()
+    service = start_service(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+    before = accept(service, 10)
+
+    proxy.cut()
+    body = webhook()
+    response = post_webhook(service.url, body)  # a timeout here would fail the test: no hanging
+    assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["status"] == 503
+    assert "Traceback" not in response.text
+
+    lookup = get_transaction(service.url, before[0])
+    assert lookup.status_code == 503
+    assert lookup.json()["title"] == "Service Unavailable"
+    time.sleep(2)  # some ticks fail while the database is away
+
+    proxy.restore()
+    retried = wait_until(lambda: post_webhook(service.url, body).status_code == 202, timeout=30)
+    assert retried
+    assert_all_processed_once(
+        service, database, [*before, body["transaction_id"]], datetime.now(UTC)
+    )
+    assert "database unavailable" in service["worker"].log()
+    assert "Traceback" not in service["web"].log() + service["worker"].log()
+    proxy.cut()
+
+
+def test_conflicting_duplicate_is_refused_and_the_original_processed(start_service, database):
+    service = start_service()
+    body = webhook(amount=Decimal("250.00"), currency="EUR")
+    assert post_webhook(service.url, body).status_code == 202
+    conflict = post_webhook(service.url, dict(body, amount=Decimal("2500.00")))
+    assert conflict.status_code == 409
+    assert list(conflict.json()["errors"]) == ["amount"]
+
+    assert_all_processed_once(service, database, [body["transaction_id"]], datetime.now(UTC))
+    assert get_transaction(service.url, body["transaction_id"]).json()["amount"] == 250
+
+
+def test_gunicorn_workers_reloaded_under_load(start_service, database):
+    service = start_service()
+    statuses: list[int] = []
+    ids: list[str] = []
+    stop = threading.Event()
+
+    def keep_sending():
+        while not stop.is_set():
+            body = webhook()
+            statuses.append(post_webhook(service.url, body).status_code)
+            ids.append(body["transaction_id"])
+
+    senders = [threading.Thread(target=keep_sending) for _ in range(4)]
+    for sender in senders:
+        sender.start()
+    for _ in range(2):
+        time.sleep(1)
+        service["web"].popen.send_signal(signal.SIGHUP)  # new workers, old ones finish gracefully
+    time.sleep(1)
+    stop.set()
+    for sender in senders:
+        sender.join()
+
+    assert statuses and set(statuses) == {202}
+    assert_all_processed_once(service, database, ids, datetime.now(UTC))
+
+
+def test_stopping_gunicorn_lets_the_request_in_flight_finish(start_service, database):
+    service = start_service()
+    sent = webhook()
+    body = as_json(sent).encode()
+    request = (
+        f"POST /v1/webhooks/transactions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=20) as sock:
+        sock.sendall(request + body[:20])  # the request is now in flight
+        time.sleep(0.3)
+        service["web"].popen.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(body[20:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 202"), answer
+    assert [row.transaction_id for row in rows(database, [sent["transaction_id"]])] == [
+        sent["transaction_id"]
+    ]
+    service["web"].popen.wait(timeout=40)  # and then Gunicorn exits
+
+
+def test_stop_and_start_loses_nothing(start_service, database):
+    service = start_service()
+    ids = accept(service, 50)
+    service.stop()  # TERM: Gunicorn finishes requests, the worker shuts down warm
+    time.sleep(DELAY)
+    recovered_at = datetime.now(UTC)
+    service.start()
+    assert_all_processed_once(service, database, ids, recovered_at)
+
+
+def test_a_steady_stream_survives_everything_at_once(start_service, database, redis_server):
+    """Webhooks keep arriving while the worker is killed and Redis restarted."""
+    service = start_service()
+    accepted: list[str] = []
+    stop = threading.Event()
+
+    def keep_sending():
+        session = requests.Session()
+        while not stop.is_set():
+            body = webhook()
+            response = session.post(
+                f"{service.url}/v1/webhooks/transactions",
+                data=as_json(body),
+                headers={"Content-Type": "application/json"},
+                timeout=10,
+            )
+            if response.status_code == 202:
+                accepted.append(body["transaction_id"])
+
+    senders = [threading.Thread(target=keep_sending) for _ in range(2)]
+    for sender in senders:
+        sender.start()
+    time.sleep(1)
+    service["worker"].kill()
+    time.sleep(1)
+    redis_server.restart()
+    service.start("worker")
+    time.sleep(1)
+    stop.set()
+    for sender in senders:
+        sender.join()
+
+    assert_all_processed_once(service, database, accepted, datetime.now(UTC))
