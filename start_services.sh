@@ -32,23 +32,25 @@ if ! migration_output="$("$VENV/bin/flask" --app app db upgrade 2>&1)"; then
   die "the migrations did not apply; the output above says why."
 fi
 
-# start NAME MATCH COMMAND...: run COMMAND in the background unless NAME already runs.
+# start NAME MATCH: run the Procfile's NAME process in the background, unless it already runs.
 start() {
-  local name="$1" match="$2"
-  shift 2
+  local name="$1" match="$2" command
   if pid_alive "$RUN_DIR/$name.pid" "$match"; then
     say "$name already running (pid $(cat "$RUN_DIR/$name.pid"))"
     return
   fi
-  nohup "$@" >> "$LOG_DIR/$name.log" 2>&1 &
+  command="$(sed -n "s/^$name: *//p" Procfile)"
+  [ -n "$command" ] || die "no $name process in the Procfile"
+  read -ra command <<< "$command"
+  command[0]="$VENV/bin/${command[0]}"
+  nohup "${command[@]}" >> "$LOG_DIR/$name.log" 2>&1 &
   echo $! > "$RUN_DIR/$name.pid"
   say "Started $name (pid $!), log: var/log/$name.log"
 }
 
-start worker celery "$VENV/bin/celery" -A celery_worker.celery_app worker --loglevel=INFO
-start beat celery "$VENV/bin/celery" -A celery_worker.celery_app beat --loglevel=INFO \
-  --schedule "$ROOT/var/celerybeat-schedule"
-start web gunicorn "$VENV/bin/gunicorn" -c gunicorn.conf.py
+start worker celery
+start beat celery
+start web gunicorn
 
 url="http://127.0.0.1:$PORT"
 for _ in $(seq 300); do

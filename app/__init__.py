@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from app.config import load_config
+from app.config import VAR_DIR, load_config
 from app.errors import register_error_handlers
 from app.exact_json import ExactJSONProvider
 from app.extensions import api, engine_options, init_celery, init_db
@@ -28,6 +28,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     database_uri = app.config["SQLALCHEMY_DATABASE_URI"]
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(database_uri))
+    VAR_DIR.mkdir(exist_ok=True)  # beat's schedule, and the SQLite files by default
     if database_uri.startswith("sqlite:///"):
         Path(database_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     configure_logging(app.config["LOG_LEVEL"])

@@ -75,6 +75,19 @@ PROCESS_DUE_EVERY_SECONDS = 1.0
 TASK_TIME_LIMIT_SECONDS = 60
 
 
+def broker_transport_options(broker: str) -> dict[str, Any]:
+    if broker.startswith("sqla+"):
+        # kombu hands these to SQLAlchemy's create_engine: like the data file,
+        # the broker file makes concurrent writers wait instead of failing.
+        return {"connect_args": {"timeout": 30}}
+    return {
+        # Redis redelivers a message not acknowledged within this time. No
+        # message here waits for a countdown, so it need only exceed the time
+        # limit; a message is never redelivered while its task still runs.
+        "visibility_timeout": 5 * TASK_TIME_LIMIT_SECONDS,
+    }
+
+
 def celery_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
     """Celery, set up for a task that must run, may run twice, and never waits in the broker.
 
@@ -101,15 +114,12 @@ def celery_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
         # A stuck task is killed: soft limit first (the batch rolls back), then hard.
         "task_soft_time_limit": TASK_TIME_LIMIT_SECONDS - 10,
         "task_time_limit": TASK_TIME_LIMIT_SECONDS,
-        "broker_transport_options": {
-            # Redis redelivers a message not acknowledged within this time. No
-            # message here waits for a countdown, so it need only exceed the time
-            # limit; a message is never redelivered while its task still runs.
-            "visibility_timeout": 5 * TASK_TIME_LIMIT_SECONDS,
-        },
+        "broker_transport_options": broker_transport_options(broker),
         # Keep trying to reach the broker, at start-up and after it goes away.
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
+        # Beat's record of when it last sent each task; losing it costs nothing.
+        "beat_schedule_filename": str(VAR_DIR / "celerybeat-schedule"),
         "beat_schedule": {
             "process-due-transactions": {
                 "task": "app.tasks.process_due_transactions",

@@ -6,6 +6,7 @@ and stopped by the PID this module holds, never by name.
 """
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -32,6 +33,16 @@ SERVICE_VARIABLES = (
     "WEB_CONCURRENCY",
     "LOG_LEVEL",
 )
+
+
+def procfile_command(name: str) -> list[str]:
+    """A process type's command line from the Procfile, run from this virtualenv."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        process_type, _, command = line.partition(":")
+        if process_type.strip() == name:
+            program, *arguments = shlex.split(command)
+            return [str(BIN / program), *arguments]
+    raise KeyError(f"no {name!r} process in the Procfile")
 
 
 def free_port() -> int:

@@ -55,3 +55,11 @@ def test_defaults_with_nothing_configured(tmp_path):
 def test_a_bad_delay_fails_at_start_naming_the_variable(tmp_path, raw):
     with pytest.raises(ValueError, match="PROCESSING_DELAY_SECONDS"):
         load_config({"PROCESSING_DELAY_SECONDS": raw}, tmp_path / "absent.env")
+
+
+def test_broker_options_suit_the_broker(tmp_path):
+    redis = load_config({"REDIS_URL": "redis://h/0"}, tmp_path / "absent.env")["CELERY"]
+    assert redis["broker_transport_options"]["visibility_timeout"] > redis["task_time_limit"]
+    sqlite = load_config({}, tmp_path / "absent.env")["CELERY"]
+    # kombu passes these straight to create_engine(): only engine arguments belong here
+    assert sqlite["broker_transport_options"] == {"connect_args": {"timeout": 30}}
