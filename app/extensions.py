@@ -43,9 +43,9 @@ def engine_options(url: str) -> dict:
         # wait up to 30 s for the lock instead of failing with "database is locked".
         return {"connect_args": {"timeout": 30}}
     return {
-        # A connection that died with the server (restart, failover) is
-        # replaced at checkout, so the service recovers without a restart.
-        "pool_pre_ping": True,
+        # No pool_pre_ping: it costs a round trip per request. A connection that
+        # died with the server is detected on use instead, which invalidates the
+        # pool; services retry the write once, and the service recovers by itself.
         # A database that is down answers "503" in seconds, not after TCP's minutes.
         "connect_args": {"connect_timeout": 3},
     }

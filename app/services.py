@@ -4,14 +4,16 @@ No Flask request objects here: the routes and the Celery tasks both call in.
 """
 
 import enum
+import functools
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from app.extensions import db
 from app.models import Transaction, TransactionStatus, utcnow
@@ -39,13 +41,15 @@ class ProcessedTransaction:
     processed_at: datetime
 
 
-def _insert_ignoring_conflicts(values: dict[str, Any]):
-    dialect_insert = sqlite.insert if db.engine.dialect.name == "sqlite" else postgresql.insert
+@functools.cache
+def _insert_ignoring_conflicts(dialect_name: str) -> Insert:
+    """Built once per dialect: a statement object reused is compiled once, and
+    building one per request costs more CPU than the database round trip."""
+    dialect_insert = sqlite.insert if dialect_name == "sqlite" else postgresql.insert
     return (
-        dialect_insert(Transaction)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[Transaction.transaction_id])
-        .returning(Transaction.transaction_id)
+        dialect_insert(Transaction.__table__)
+        .on_conflict_do_nothing(index_elements=["transaction_id"])
+        .returning(Transaction.__table__.c.transaction_id)
     )
 
 
@@ -60,17 +64,13 @@ def ingest_webhook(payload: dict[str, Any]) -> Receipt:
     """
     received_at = utcnow()
     delay = timedelta(seconds=current_app.config["PROCESSING_DELAY_SECONDS"])
-    statement = _insert_ignoring_conflicts(
-        {
-            **{field: payload[field] for field in ("transaction_id", *BUSINESS_FIELDS)},
-            "status": TransactionStatus.PROCESSING,
-            "created_at": received_at,
-            "process_after": received_at + delay,
-        }
-    )
-    inserted = db.session.execute(statement).scalar_one_or_none()
-    db.session.commit()
-    if inserted is not None:
+    row = {
+        **{field: payload[field] for field in ("transaction_id", *BUSINESS_FIELDS)},
+        "status": TransactionStatus.PROCESSING,
+        "created_at": received_at,
+        "process_after": received_at + delay,
+    }
+    if _insert(row) is not None:
         return Receipt.ACCEPTED
 
     stored = db.session.get(Transaction, payload["transaction_id"])
@@ -78,6 +78,28 @@ def ingest_webhook(payload: dict[str, Any]) -> Receipt:
     if differing:
         raise ConflictingDuplicate(differing)
     return Receipt.DUPLICATE
+
+
+def _insert(row: dict[str, Any]) -> str | None:
+    """The INSERT, committed; the transaction_id if it was new, None if it existed."""
+    try:
+        return _insert_once(row)
+    except DBAPIError as exc:
+        # After a database restart every pooled connection is dead. The first one
+        # used raises and invalidates the whole pool, so one retry gets a fresh
+        # connection; retrying is safe, the insert is idempotent. This replaces
+        # pool_pre_ping, which costs a round trip on every request.
+        if not exc.connection_invalidated:
+            raise
+        return _insert_once(row)
+
+
+def _insert_once(row: dict[str, Any]) -> str | None:
+    # Core, not the ORM: nothing here needs an identity map, and this is most of
+    # a request's CPU.
+    with db.engine.begin() as connection:
+        statement = _insert_ignoring_conflicts(connection.dialect.name)
+        return connection.execute(statement, row).scalar_one_or_none()
 
 
 def find_transaction(transaction_id: str) -> Transaction | None:

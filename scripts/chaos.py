@@ -13,7 +13,6 @@ lost or processed twice.
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,10 +22,9 @@ from collections import Counter
 from pathlib import Path
 
 import requests
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, text
 
-from app.config import database_url
-from scripts.processes import BIN, ROOT, RedisServer, Service, service_env
+from scripts.processes import RedisServer, Service, ThrowawayDatabase
 
 SENDERS = 8
 
@@ -47,7 +45,7 @@ def main() -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="chaos-") as scratch,
-        throwaway_database(args.postgres) as url,
+        ThrowawayDatabase(args.postgres) as url,
     ):
         work = args.logs or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
@@ -66,32 +64,6 @@ def main() -> int:
             redis_server.stop()
     print_report(report)
     return 1 if report["lost"] or report["processed twice"] else 0
-
-
-class throwaway_database:
-    def __init__(self, admin_url: str):
-        admin_url = database_url(admin_url)
-        self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        self.name = f"webhooks_chaos_{uuid.uuid4().hex[:10]}"
-        url = make_url(admin_url).set(database=self.name)
-        self.url = url.render_as_string(hide_password=False)
-
-    def __enter__(self) -> str:
-        with self.admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{self.name}"'))
-        subprocess.run(
-            [str(BIN / "flask"), "--app", "app", "db", "upgrade"],
-            cwd=ROOT,
-            env=service_env(DATABASE_URL=self.url),
-            check=True,
-            capture_output=True,
-        )
-        return self.url
-
-    def __exit__(self, *_exc) -> None:
-        with self.admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
-        self.admin.dispose()
 
 
 def run(service: Service, redis_server: RedisServer, url: str, total: int, delay: float) -> dict:

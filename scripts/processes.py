@@ -17,6 +17,9 @@ from pathlib import Path
 
 import redis
 import requests
+from sqlalchemy import create_engine, make_url, text
+
+from app.config import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -190,3 +193,33 @@ class RedisServer:
 
     def flushall(self) -> None:
         redis.Redis.from_url(self.url).flushall()
+
+
+class ThrowawayDatabase:
+    """A fresh PostgreSQL database, migrated with the release command, dropped on exit.
+
+    `admin_url` names a server and a database to connect to for CREATE DATABASE.
+    """
+
+    def __init__(self, admin_url: str):
+        self.admin = create_engine(database_url(admin_url), isolation_level="AUTOCOMMIT")
+        self.name = f"webhooks_test_{uuid.uuid4().hex[:12]}"
+        url = make_url(database_url(admin_url)).set(database=self.name)
+        self.url = url.render_as_string(hide_password=False)
+
+    def __enter__(self) -> str:
+        with self.admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{self.name}"'))
+        subprocess.run(
+            procfile_command("release"),
+            cwd=ROOT,
+            env=service_env(DATABASE_URL=self.url),
+            check=True,
+            capture_output=True,
+        )
+        return self.url
+
+    def __exit__(self, *_exc) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()

@@ -5,19 +5,19 @@ a message naming it rather than skipping. ./run_tests.sh starts them where it ca
 """
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import flask_migrate
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, delete, make_url, text
+from sqlalchemy import delete
 from sqlalchemy.exc import OperationalError
 
 from app import create_app
 from app.extensions import db
 from app.models import Transaction
+from scripts.processes import ThrowawayDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -40,22 +40,16 @@ def migrate(database_url: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test session, dropped afterwards."""
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"webhooks_test_{uuid.uuid4().hex[:12]}"
+    database = ThrowawayDatabase(POSTGRES_ADMIN_URL)
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = database.__enter__()
     except OperationalError as exc:
         pytest.fail(
             f"PostgreSQL is required at {POSTGRES_ADMIN_URL} (set TEST_POSTGRES_URL, "
             f"or run ./run_tests.sh, which starts it): {exc.orig}"
         )
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    migrate(url)
     yield url
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    database.__exit__()
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ class TCPProxy:
             listener, self._listener = self._listener, None
             connections, self._connections = self._connections, []
         if listener:
-            listener.close()
+            _close(listener)  # shutdown() first: close() alone leaves accept() blocked
         for connection in connections:
             _close(connection)
 

@@ -184,6 +184,19 @@ def test_database_down_answers_503_and_recovers_without_restart(
     proxy.cut()
 
 
+def test_a_database_restart_costs_no_webhook(start_service, database, postgres_url):
+    """Pooled connections die with the server; the next webhook is still accepted at once."""
+    url = make_url(postgres_url)
+    proxy = TCPProxy(url.host, url.port or 5432).start()
+    service = start_service(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+    before = accept(service, 20)  # every Gunicorn worker now holds a pooled connection
+    proxy.cut()  # ...which the "restart" kills
+    proxy.restore()
+    after = accept(service, 20)  # 202 each, first try
+    assert_all_processed_once(service, database, before + after, datetime.now(UTC))
+    proxy.cut()
+
+
 def test_conflicting_duplicate_is_refused_and_the_original_processed(start_service, database):
     service = start_service()
     body = webhook(amount=Decimal("250.00"), currency="EUR")

@@ -12,7 +12,8 @@ DUPLICATE = {"message": "Duplicate webhook: transaction already received; nothin
 
 
 @blp.post("/transactions")
-@blp.arguments(WebhookTransactionSchema)
+# An instance, so webargs does not build a new schema for every request.
+@blp.arguments(WebhookTransactionSchema())
 @blp.response(202, AcknowledgementSchema, description="New transaction stored and scheduled.")
 @blp.alt_response(
     200, schema=AcknowledgementSchema, description="Identical duplicate; nothing changed."

@@ -1,0 +1,76 @@
+"""The reference receivers: the least work a correct receiver must do, written by hand.
+
+Parse the JSON (decimals exact), one INSERT ... ON CONFLICT DO NOTHING committed
+through psycopg2, one LPUSH to Redis, answer 202. No validation, no error handling:
+only the benchmark runs them, under the same Gunicorn settings as the service.
+
+- `create_app()`: a minimal Flask view. Flask is part of the fixed stack, so this
+  is the practical ceiling for our service, and the ratio the targets speak of.
+- `wsgi`: the same work without Flask, to show what the framework itself costs.
+
+Both read DATABASE_URL and REDIS_URL from the environment.
+"""
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import psycopg2
+import redis
+from flask import Flask, request
+
+INSERT = """
+    INSERT INTO transactions (transaction_id, source_account, destination_account, amount,
+                              currency, status, created_at, process_after)
+    VALUES (%s, %s, %s, %s, %s, 'PROCESSING', %s, %s)
+    ON CONFLICT (transaction_id) DO NOTHING
+"""
+_connections: dict[str, object] = {}
+
+
+def _store(raw: bytes) -> None:
+    # Connections are opened lazily, in each Gunicorn worker after the fork.
+    if not _connections:
+        dsn = os.environ["DATABASE_URL"].replace("postgresql+psycopg2://", "postgresql://")
+        _connections["db"] = psycopg2.connect(dsn)
+        _connections["redis"] = redis.Redis.from_url(os.environ["REDIS_URL"])
+    body = json.loads(raw, parse_float=Decimal)
+    now = datetime.now(UTC)
+    database = _connections["db"]
+    with database.cursor() as cursor:
+        cursor.execute(
+            INSERT,
+            (
+                body["transaction_id"],
+                body["source_account"],
+                body["destination_account"],
+                body["amount"],
+                body["currency"],
+                now,
+                now + timedelta(hours=1),
+            ),
+        )
+    database.commit()
+    _connections["redis"].lpush("reference:received", body["transaction_id"])
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+
+    @app.post("/v1/webhooks/transactions")
+    def receive():
+        _store(request.get_data())
+        return {"message": "Webhook received and queued for processing"}, 202
+
+    return app
+
+
+def wsgi(environ, start_response):
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    _store(environ["wsgi.input"].read(length))
+    body = b'{"message":"Webhook received and queued for processing"}'
+    start_response(
+        "202 Accepted", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
