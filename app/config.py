@@ -108,6 +108,10 @@ def celery_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
         # at once instead of waiting for the visibility timeout. Safe because the
         # task is idempotent: the UPDATE only moves rows still PROCESSING.
         "task_reject_on_worker_lost": True,
+        # Processing is one batched UPDATE per tick: two pool processes keep one
+        # free when a tick runs long; more would sit idle holding ~80 MB each
+        # (Celery's default is one per CPU). Scale out with more worker processes.
+        "worker_concurrency": 2,
         # Take one message per pool process at a time. Ticks are not ETA tasks,
         # so nothing is gained by holding more; a dead worker strands fewer.
         "worker_prefetch_multiplier": 1,

@@ -1,6 +1,6 @@
 """What comes in (the webhook) and what goes out (acknowledgements, transactions)."""
 
-import unicodedata
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -42,6 +42,11 @@ def to_iso8601(moment: datetime, timespec: str = "microseconds") -> str:
     return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
+# Control characters (Unicode category Cc) and unpaired surrogates (Cs): PostgreSQL
+# cannot store NUL or a lone surrogate, and no account id needs the others.
+UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 class Text(fields.String):
     """A string a database can store and a person can read: no control characters."""
 
@@ -49,7 +54,7 @@ class Text(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs)
         if not text.strip():
             raise ValidationError("Must not be empty or blank.")
-        if any(unicodedata.category(char) in ("Cc", "Cs") for char in text):
+        if UNSTORABLE.search(text):
             raise ValidationError("Must not contain control characters or unpaired surrogates.")
         return text
 

@@ -1,8 +1,7 @@
 -- POST a webhook with a fresh transaction_id on every request.
--- Optional: WRK_LIMIT=<n> stops each thread after n responses (a burst of a known size).
+dofile("bench/report.lua")  -- done(): the JSON line bench/run.py reads
 local counter = 0
 local prefix = ""
-local limit = tonumber(os.getenv("WRK_LIMIT") or "0")
 local threads = 0
 
 -- Runs in the main state: give every thread a number (a global in its own state).
@@ -24,22 +23,4 @@ function request()
     prefix, counter)
   return wrk.format("POST", "/v1/webhooks/transactions",
     {["Content-Type"] = "application/json"}, body)
-end
-
-local responses = 0
-function response(status, headers, body)
-  responses = responses + 1
-  if limit > 0 and responses >= limit then
-    wrk.thread:stop()
-  end
-end
-
-function done(summary, latency, requests)
-  io.write(string.format(
-    'WRK_JSON {"requests":%d,"duration_us":%d,"errors_connect":%d,"errors_read":%d,' ..
-    '"errors_write":%d,"errors_status":%d,"errors_timeout":%d,"p50_us":%d,"p90_us":%d,' ..
-    '"p99_us":%d,"max_us":%d}\n',
-    summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
-    summary.errors.write, summary.errors.status, summary.errors.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
 end
