@@ -16,6 +16,10 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = "sync"
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
 
+# Workers signal liveness by touching a file; in memory, not on a (container) disk.
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
+
 # A request that takes longer than this is stuck; the worker is replaced.
 timeout = 30
 # On TERM, in-flight requests get this long to finish.

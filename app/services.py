@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Insert, select, update
+from sqlalchemy import Insert, Row, Select, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -73,7 +73,7 @@ def ingest_webhook(payload: dict[str, Any]) -> Receipt:
     if _insert(row) is not None:
         return Receipt.ACCEPTED
 
-    stored = db.session.get(Transaction, payload["transaction_id"])
+    stored = find_transaction(payload["transaction_id"])
     differing = [field for field in BUSINESS_FIELDS if getattr(stored, field) != payload[field]]
     if differing:
         raise ConflictingDuplicate(differing)
@@ -102,8 +102,17 @@ def _insert_once(row: dict[str, Any]) -> str | None:
         return connection.execute(statement, row).scalar_one_or_none()
 
 
-def find_transaction(transaction_id: str) -> Transaction | None:
-    return db.session.get(Transaction, transaction_id)
+@functools.cache
+def _select_by_id() -> Select:
+    table = Transaction.__table__
+    return select(table).where(table.c.transaction_id == bindparam("transaction_id"))
+
+
+def find_transaction(transaction_id: str) -> Row | None:
+    """The stored transaction (attributes as on the model), or None."""
+    # Autocommit: one round trip, not BEGIN, SELECT and ROLLBACK.
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        return connection.execute(_select_by_id(), {"transaction_id": transaction_id}).one_or_none()
 
 
 def process_due_transactions(

@@ -1,5 +1,8 @@
+from flask import Response
+
 from app.api import Blueprint
 from app.errors import problem
+from app.exact_json import dumps_exact
 from app.schemas import AcknowledgementSchema, WebhookTransactionSchema
 from app.services import ConflictingDuplicate, Receipt, ingest_webhook
 
@@ -9,6 +12,8 @@ blp = Blueprint(
 
 ACCEPTED = {"message": "Webhook received and queued for processing"}
 DUPLICATE = {"message": "Duplicate webhook: transaction already received; nothing changed"}
+# The hot path's answer never changes: serialise it once, not per request.
+ACCEPTED_JSON = dumps_exact(ACCEPTED)
 
 
 @blp.post("/transactions")
@@ -32,4 +37,4 @@ def receive_transaction(payload: dict):
         )
     if receipt is Receipt.DUPLICATE:
         return DUPLICATE, 200
-    return ACCEPTED
+    return Response(ACCEPTED_JSON, status=202, mimetype="application/json")
