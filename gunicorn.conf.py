@@ -1,5 +1,6 @@
 """Gunicorn settings, from the environment (and .env): `gunicorn -c gunicorn.conf.py`."""
 
+import logging
 import multiprocessing
 import os
 from pathlib import Path
@@ -7,6 +8,11 @@ from pathlib import Path
 from dotenv import load_dotenv
 
 load_dotenv(Path(__file__).resolve().parent / ".env", override=False)
+
+# Before anything imports prometheus_client: every worker adds to one set of metrics.
+from app.config import enable_multiprocess_metrics, load_config  # noqa: E402
+
+enable_multiprocess_metrics()
 
 wsgi_app = "app:create_app()"
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
@@ -27,7 +33,28 @@ graceful_timeout = 30
 
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 errorlog = "-"
+# No access log: the app logs one line per request itself, with its request id.
 
 # Gunicorn's control socket sits at one fixed path per user, so two instances
 # on one machine (tests, benchmarks) would fight over it; nothing here uses it.
 control_socket_disable = True
+
+
+def on_starting(server):
+    config = load_config()
+    if config["LOG_FORMAT"] == "json":
+        from app.logs import formatter
+
+        for handler in logging.getLogger("gunicorn.error").handlers:
+            handler.setFormatter(formatter("json"))
+    if not config["WEBHOOK_SECRETS"]:
+        server.log.warning(
+            "WEBHOOK_SECRET is not set: unsigned webhooks are accepted. "
+            "Set it to require Standard Webhooks signatures."
+        )
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -48,6 +48,12 @@ start() {
   say "Started $name (pid $!), log: var/log/$name.log"
 }
 
+# Metrics files from an earlier run would add old counts to new ones; start empty.
+# (Not while something still runs: its open files would be lost from /metrics.)
+if ! pid_alive "$RUN_DIR/web.pid" gunicorn && ! pid_alive "$RUN_DIR/worker.pid" celery; then
+  rm -rf "$ROOT/var/prometheus"
+fi
+
 start worker celery
 start beat celery
 start web gunicorn

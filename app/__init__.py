@@ -11,7 +11,9 @@ from app.errors import register_error_handlers
 from app.exact_json import ExactJSONProvider
 from app.extensions import api, engine_options, init_celery, init_db
 from app.logs import configure_logging
+from app.observability import init_request_observability
 from app.routes import blueprints
+from app.signatures import SignatureVerifier
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -31,12 +33,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     VAR_DIR.mkdir(exist_ok=True)  # beat's schedule, and the SQLite files by default
     if database_uri.startswith("sqlite:///"):
         Path(database_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    configure_logging(app.config["LOG_LEVEL"])
+    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
 
     init_db(app)
     api.init_app(app)
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
     register_error_handlers(app)
+    init_request_observability(app)
     init_celery(app)
+    secrets = app.config["WEBHOOK_SECRETS"]
+    app.extensions["signature_verifier"] = SignatureVerifier(secrets) if secrets else None
     return app

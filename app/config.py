@@ -11,11 +11,23 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from app.signatures import parse_secrets
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
 
 # Webhook bodies are a few hundred bytes; anything past this is refused with 413.
 MAX_WEBHOOK_BYTES = 64 * 1024
+
+
+def enable_multiprocess_metrics() -> None:
+    """Prometheus multiprocess mode for this process and its children.
+
+    Must run before prometheus_client is first imported (it picks its storage at
+    import): gunicorn.conf.py and celery_worker.py call it first thing.
+    """
+    directory = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus")))
+    directory.mkdir(parents=True, exist_ok=True)
 
 
 def database_url(raw: str | None) -> str:
@@ -63,7 +75,10 @@ def load_config(
         "CELERY": celery_settings(broker_url(env), env.get("CELERY_RESULT_BACKEND") or None),
         "PROCESSING_DELAY_SECONDS": seconds(env, "PROCESSING_DELAY_SECONDS", default=30),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
+        "LOG_FORMAT": "json" if env.get("LOG_FORMAT", "").lower() == "json" else "text",
         "MAX_CONTENT_LENGTH": MAX_WEBHOOK_BYTES,
+        # Secrets for Standard Webhooks signatures; none means unsigned webhooks are accepted.
+        "WEBHOOK_SECRETS": parse_secrets(env.get("WEBHOOK_SECRET")),
     }
 
 

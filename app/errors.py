@@ -9,7 +9,7 @@ A 5xx says what the sender can do about it, never what went wrong inside.
 import logging
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, g, has_request_context
 from marshmallow import Schema, fields
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -40,6 +40,9 @@ class ProblemSchema(Schema):
     title = fields.String(metadata={"example": "Unprocessable Content"})
     status = fields.Integer(metadata={"example": 422})
     detail = fields.String(metadata={"example": "The body failed validation; see errors."})
+    request_id = fields.String(
+        metadata={"description": "Also in the X-Request-ID header and the log line of the request."}
+    )
     errors = fields.Dict(
         keys=fields.String(),
         values=fields.List(fields.String()),
@@ -57,10 +60,14 @@ def problem(
     *,
     errors: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Response:
     body: dict[str, Any] = {"title": title, "status": status, "detail": detail}
     if errors:
         body["errors"] = errors
+    body.update(extra or {})
+    if has_request_context() and g.get("request_id"):
+        body["request_id"] = g.request_id  # quote it to us: it finds the log line
     return Response(
         dumps_exact(body),
         status=status,

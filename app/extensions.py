@@ -7,7 +7,7 @@ import time would be shared by every process Gunicorn and Celery fork.
 import logging
 
 from celery import Celery, Task
-from celery.signals import after_setup_logger, worker_process_init
+from celery.signals import setup_logging, worker_process_init
 from flask import Flask
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -15,6 +15,7 @@ from sqlalchemy import MetaData, event
 from sqlalchemy.orm import DeclarativeBase
 
 from app.api import Api
+from app.logs import configure_logging
 
 
 class Base(DeclarativeBase):
@@ -88,8 +89,11 @@ def init_celery(app: Flask) -> Celery:
         with app.app_context():
             db.engine.dispose(close=False)
 
-    @after_setup_logger.connect(weak=False)
-    def quiet_ticks(logger, **_kwargs) -> None:
+    @setup_logging.connect(weak=False)
+    def same_logging_as_the_web(**_kwargs) -> None:
+        # Connecting here stops Celery from installing its own handlers: the worker
+        # logs like the web (LOG_FORMAT=json included).
+        configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
         # Beat sends a tick every second; logging each one's receipt and success
         # would bury the lines that matter ("transaction ... processed").
         for name in (

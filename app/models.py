@@ -90,4 +90,15 @@ class Transaction(db.Model):
             postgresql_where=status == TransactionStatus.PROCESSING.value,
             sqlite_where=status == TransactionStatus.PROCESSING.value,
         ),
+        # The listing, newest first, walked by keyset: all transactions...
+        Index("ix_transactions_newest", "created_at", "transaction_id"),
+        # ...and those still PROCESSING, which an operator asks for most and
+        # which would otherwise be needles among the processed.
+        Index(
+            "ix_transactions_newest_processing",
+            "created_at",
+            "transaction_id",
+            postgresql_where=status == TransactionStatus.PROCESSING.value,
+            sqlite_where=status == TransactionStatus.PROCESSING.value,
+        ),
     )

@@ -1,5 +1,6 @@
 """What comes in (the webhook) and what goes out (acknowledgements, transactions)."""
 
+import base64
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -8,7 +9,7 @@ from typing import Any
 import iso4217
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from app.models import AMOUNT_PRECISION, AMOUNT_SCALE
+from app.models import AMOUNT_PRECISION, AMOUNT_SCALE, TransactionStatus
 
 # ISO 4217 codes with their minor units (USD 2, JPY 0, KWD 3). Codes without
 # minor units (gold XAU, testing XTS, "no currency" XXX) are not money we move.
@@ -18,6 +19,8 @@ MINOR_UNITS: dict[str, int] = {
     if currency.exponent is not None
 }
 AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_PRECISION - AMOUNT_SCALE)
+# The listing returns at most this many transactions per page, whatever is asked.
+MAX_PAGE_SIZE = 200
 
 
 def decimal_places(amount: Decimal) -> int:
@@ -155,6 +158,67 @@ class TransactionSchema(Schema):
     )
 
 
+class PageCursor(fields.Field):
+    """Where a page of the listing ends: (created_at, transaction_id) of its last row,
+    as an opaque token. Keyset pagination: no OFFSET, so deep pages cost what the
+    first one does, and rows arriving meanwhile neither repeat nor vanish."""
+
+    def _serialize(self, value: tuple[datetime, str] | None, attr, obj, **kwargs):
+        if value is None:
+            return None
+        created_at, transaction_id = value
+        raw = f"{to_iso8601(created_at)}\n{transaction_id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> tuple[datetime, str]:
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+            created_at, transaction_id = raw.split("\n", 1)
+            return datetime.fromisoformat(created_at), transaction_id
+        except (TypeError, ValueError):
+            raise ValidationError("Not a cursor this service gave out; use next_cursor.") from None
+
+
+class TransactionQuerySchema(Schema):
+    """GET /v1/transactions: filters and the page to return."""
+
+    status = fields.Enum(TransactionStatus, by_value=True, load_default=None)
+    limit = fields.Integer(
+        load_default=50,
+        validate=validate.Range(min=1),
+        metadata={"description": f"Page size; at most {MAX_PAGE_SIZE} are returned."},
+    )
+    cursor = PageCursor(
+        load_default=None,
+        metadata={"type": "string", "description": "next_cursor of the previous page."},
+    )
+
+
+class TransactionPageSchema(Schema):
+    transactions = fields.List(fields.Nested(TransactionSchema))
+    next_cursor = PageCursor(
+        allow_none=True,
+        metadata={
+            "type": "string",
+            "description": "Pass as cursor for the next page; null at the end.",
+        },
+    )
+
+
 class HealthSchema(Schema):
     status = fields.String(metadata={"example": "HEALTHY"})
     current_time = fields.String(metadata={"format": "date-time"})
+
+
+class ComponentSchema(Schema):
+    status = fields.String(metadata={"enum": ["up", "down"]})
+    latency_ms = fields.Float(metadata={"description": "When up."})
+    error = fields.String(metadata={"description": "When down: the kind of failure."})
+
+
+class ReadinessSchema(Schema):
+    status = fields.String(metadata={"example": "READY"})
+    components = fields.Dict(
+        keys=fields.String(metadata={"enum": ["database", "broker"]}),
+        values=fields.Nested(ComponentSchema),
+    )

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Insert, Row, Select, bindparam, select, update
+from sqlalchemy import Insert, Row, Select, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -113,6 +113,20 @@ def find_transaction(transaction_id: str) -> Row | None:
     # Autocommit: one round trip, not BEGIN, SELECT and ROLLBACK.
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         return connection.execute(_select_by_id(), {"transaction_id": transaction_id}).one_or_none()
+
+
+def list_transactions(
+    *, status: TransactionStatus | None, limit: int, after: tuple[datetime, str] | None
+) -> list[Row]:
+    """Newest first, `limit` of them, starting after the (created_at, transaction_id) given."""
+    table = Transaction.__table__
+    query = select(table).order_by(table.c.created_at.desc(), table.c.transaction_id.desc())
+    if status is not None:
+        query = query.where(table.c.status == status)
+    if after is not None:
+        query = query.where(tuple_(table.c.created_at, table.c.transaction_id) < tuple_(*after))
+    with db.engine.connect() as connection:
+        return list(connection.execute(query.limit(limit)))
 
 
 def process_due_transactions(

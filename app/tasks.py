@@ -5,7 +5,7 @@ import logging
 from celery import shared_task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app import services
+from app import metrics, services
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +24,15 @@ def process_due_transactions() -> int:
         # One line, not a traceback a second: the next tick tries again.
         log.warning("database unavailable, will retry next tick: %s", str(exc).splitlines()[0])
         return 0
+    waits = []
     for transaction in processed:
         waited = (transaction.processed_at - transaction.created_at).total_seconds()
+        waits.append(waited)
         log.info(
             "transaction %s processed %.3f s after it was received",
             transaction.transaction_id,
             waited,
             extra={"transaction_id": transaction.transaction_id, "waited_seconds": waited},
         )
+    metrics.record_processed(waits)
     return len(processed)

@@ -150,6 +150,15 @@ def gunicorn(work: Path, name: str, app: str, env: dict) -> tuple[Process, str]:
             time.sleep(0.1)
 
 
+def production_settings(**settings: str) -> dict[str, str]:
+    """Gunicorn workers as gunicorn.conf.py sets them (empty: its default), or WEB_CONCURRENCY."""
+    return settings | {"WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "")}
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def acknowledgement_and_lookup(work: Path, url: str, redis_url: str, args) -> dict:
     # A delay of an hour: nothing is processed while acknowledgement is measured,
     # for the service as for the references (which have no worker at all).
@@ -161,6 +170,7 @@ def acknowledgement_and_lookup(work: Path, url: str, redis_url: str, args) -> di
         name: gunicorn(work, name, app, service.env | {"REDIS_URL": redis_url})
         for name, app in REFERENCES.items()
     }
+    gunicorn_info = {"gunicorn_workers": len(children(service["web"].pid))}
     targets = {"service": service.url} | {
         name: ref_url for name, (_, ref_url) in references.items()
     }
@@ -191,7 +201,7 @@ def acknowledgement_and_lookup(work: Path, url: str, redis_url: str, args) -> di
         wrk(service.url, "bench/webhook.lua", 50, args.memory_seconds)
         memory |= {"web_mb_before_run": before, "web_mb_after_run": rss_mb(service["web"].pid)}
         memory["web_run_seconds"] = args.memory_seconds
-        return {"runs": runs, "memory": memory}
+        return {"runs": runs, "memory": memory, "gunicorn": gunicorn_info}
     finally:
         for process, _ in references.values():
             process.stop()
@@ -335,11 +345,10 @@ def _tree_total(pid: int, field: str, source: str) -> float:
         current = pending.pop()
         try:
             lines = Path(f"/proc/{current}/{source}").read_text().splitlines()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            pending += children(current)
         except OSError:
             continue
         total += next(int(line.split()[1]) for line in lines if line.startswith(field))
-        pending += map(int, children)
     return total / 1024
 
 
@@ -356,9 +365,6 @@ def machine() -> dict:
         "cpus": os.cpu_count(),
         "cpu": model,
         "python": platform.python_version(),
-        "web_concurrency": os.environ.get(
-            "WEB_CONCURRENCY", f"default ({2 * (os.cpu_count() or 1) + 1})"
-        ),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -413,7 +419,7 @@ def print_table(results: dict) -> None:
     machine_info = results["machine"]
     print(
         f"\n{machine_info['cpus']} CPUs ({machine_info['cpu']}), Python {machine_info['python']}, "
-        f"Gunicorn workers: {machine_info['web_concurrency']}; medians of {runs} runs"
+        f"Gunicorn workers: {results['gunicorn']['gunicorn_workers']}; medians of {runs} runs"
     )
     print(f"\nPOST /v1/webhooks/transactions, {results['settings']['duration']} s per measurement")
     print(

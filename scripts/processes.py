@@ -35,6 +35,9 @@ SERVICE_VARIABLES = (
     "PORT",
     "WEB_CONCURRENCY",
     "LOG_LEVEL",
+    "LOG_FORMAT",
+    "WEBHOOK_SECRET",
+    "PROMETHEUS_MULTIPROC_DIR",
 )
 
 
@@ -103,7 +106,16 @@ class Service:
         self.log_dir = log_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = service_env(PORT=str(self.port), WEB_CONCURRENCY="2", **settings)
+        # Two Gunicorn workers unless told otherwise: tests run several instances at once.
+        # Metrics files of its own, shared by its web and worker processes.
+        metrics_dir = log_dir / f"prometheus-{uuid.uuid4().hex[:8]}"
+        metrics_dir.mkdir()
+        defaults = {
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
+        self.env = service_env(**defaults | settings)
         self.processes: dict[str, Process] = {}
 
     def start(self, *names: str) -> "Service":

@@ -1,8 +1,14 @@
+from flask import g
 from flask_smorest import abort
 
+from app import services
 from app.api import Blueprint
-from app.schemas import TransactionSchema
-from app.services import find_transaction
+from app.schemas import (
+    MAX_PAGE_SIZE,
+    TransactionPageSchema,
+    TransactionQuerySchema,
+    TransactionSchema,
+)
 
 blp = Blueprint(
     "transactions",
@@ -12,12 +18,30 @@ blp = Blueprint(
 )
 
 
+@blp.get("")
+@blp.arguments(TransactionQuerySchema, location="query")
+@blp.response(200, TransactionPageSchema)
+def list_transactions(query: dict):
+    """Transactions, newest first, optionally only those in one status (keyset pagination)."""
+    limit = min(query["limit"], MAX_PAGE_SIZE)
+    rows = services.list_transactions(
+        status=query["status"], limit=limit + 1, after=query["cursor"]
+    )
+    page = rows[:limit]
+    more = len(rows) > limit
+    return {
+        "transactions": page,
+        "next_cursor": (page[-1].created_at, page[-1].transaction_id) if more else None,
+    }
+
+
 # `path` so that ids containing "/" (sent URL-encoded) are found too.
 @blp.get("/<path:transaction_id>")
 @blp.response(200, TransactionSchema)
 @blp.alt_response(404, description="No transaction with this id.")
 def get_transaction(transaction_id: str):
-    transaction = find_transaction(transaction_id)
+    g.transaction_id = transaction_id  # for the request's log line
+    transaction = services.find_transaction(transaction_id)
     if transaction is None:
         abort(404, message=f"No transaction with id {transaction_id!r}.")
     return transaction

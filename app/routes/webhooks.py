@@ -1,10 +1,11 @@
-from flask import Response
+from flask import Response, current_app, g, request
 
 from app.api import Blueprint
 from app.errors import problem
 from app.exact_json import dumps_exact
 from app.schemas import AcknowledgementSchema, WebhookTransactionSchema
 from app.services import ConflictingDuplicate, Receipt, ingest_webhook
+from app.signatures import InvalidSignature
 
 blp = Blueprint(
     "webhooks", __name__, url_prefix="/v1/webhooks", description="Webhooks from payment providers."
@@ -14,6 +15,24 @@ ACCEPTED = {"message": "Webhook received and queued for processing"}
 DUPLICATE = {"message": "Duplicate webhook: transaction already received; nothing changed"}
 # The hot path's answer never changes: serialise it once, not per request.
 ACCEPTED_JSON = dumps_exact(ACCEPTED)
+
+
+@blp.before_request
+def require_signature():
+    """With WEBHOOK_SECRET set, only correctly signed webhooks get past this (401)."""
+    verifier = current_app.extensions["signature_verifier"]
+    if verifier is None:
+        return None
+    try:
+        verifier.verify(request.get_data(cache=True), request.headers)  # 413 past the limit
+    except InvalidSignature as exc:
+        return problem(
+            401,
+            "Unauthorized",
+            str(exc),
+            headers={"WWW-Authenticate": 'StandardWebhooks realm="webhooks"'},
+        )
+    return None
 
 
 @blp.post("/transactions")
@@ -26,6 +45,7 @@ ACCEPTED_JSON = dumps_exact(ACCEPTED)
 @blp.alt_response(409, description="Same transaction_id with other business fields; refused.")
 def receive_transaction(payload: dict):
     """Receive a transaction. A 2xx means it is committed and will be processed."""
+    g.transaction_id = payload["transaction_id"]  # for the request's log line
     try:
         receipt = ingest_webhook(payload)
     except ConflictingDuplicate as conflict:

@@ -1,0 +1,48 @@
+"""For operators and platforms: liveness, readiness and metrics."""
+
+from flask import Response, current_app
+
+from app import metrics
+from app.api import Blueprint
+from app.errors import problem
+from app.extensions import db
+from app.models import utcnow
+from app.readiness import check_components
+from app.schemas import HealthSchema, ReadinessSchema, to_iso8601
+
+blp = Blueprint("operations", __name__, description="Liveness, readiness and metrics.")
+
+
+@blp.get("/")
+@blp.response(200, HealthSchema)
+def liveness():
+    """Answers while the web process runs; it does not touch the database."""
+    return {"status": "HEALTHY", "current_time": to_iso8601(utcnow(), timespec="seconds")}
+
+
+@blp.get("/health/ready")
+@blp.response(200, ReadinessSchema)
+@blp.alt_response(503, description="A dependency does not answer; `components` says which.")
+def readiness():
+    """Whether the database (SELECT 1) and the broker (a connection) answer, within 2 s each."""
+    components = check_components(db.engine, current_app.extensions["celery"])
+    down = [name for name, state in components.items() if state["status"] != "up"]
+    if down:
+        return problem(
+            503,
+            "Service Unavailable",
+            f"Not ready: the {' and the '.join(down)} did not answer.",
+            headers={"Retry-After": "5"},
+            extra={"components": components},
+        )
+    return {"status": "READY", "components": components}
+
+
+@blp.get("/metrics")
+@blp.doc(
+    responses={"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}
+)
+def prometheus_metrics():
+    """Prometheus metrics, added up over every Gunicorn worker and the Celery worker."""
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
