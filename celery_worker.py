@@ -1,9 +1,12 @@
 """The Celery entry point: `celery -A celery_worker.celery_app worker` (or `beat`)."""
 
-from app.config import enable_multiprocess_metrics
+import os
+from pathlib import Path
 
-# Before the app imports prometheus_client: the worker's figures join the web's /metrics.
-enable_multiprocess_metrics()
+# The worker's figures join the web's /metrics (Prometheus multiprocess mode). It must
+# be on before prometheus_client is first imported, so before anything from `app`.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path(__file__).parent / "var" / "prometheus"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 from app import create_app  # noqa: E402
 

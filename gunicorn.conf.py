@@ -7,12 +7,15 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-load_dotenv(Path(__file__).resolve().parent / ".env", override=False)
+ROOT = Path(__file__).resolve().parent
+load_dotenv(ROOT / ".env", override=False)
 
-# Before anything imports prometheus_client: every worker adds to one set of metrics.
-from app.config import enable_multiprocess_metrics, load_config  # noqa: E402
+# Prometheus multiprocess mode: every worker adds to one set of metrics. It must be
+# on before prometheus_client is first imported, so before anything from `app`.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(ROOT / "var" / "prometheus"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
-enable_multiprocess_metrics()
+from app.config import load_config  # noqa: E402
 
 wsgi_app = "app:create_app()"
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"

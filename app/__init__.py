@@ -6,25 +6,43 @@ from typing import Any
 
 from flask import Flask
 
+from app.cli import send_webhook
 from app.config import VAR_DIR, load_config
 from app.errors import register_error_handlers
 from app.exact_json import ExactJSONProvider
 from app.extensions import api, engine_options, init_celery, init_db
 from app.logs import configure_logging
+from app.metrics import check_multiprocess_mode
 from app.observability import init_request_observability
 from app.routes import blueprints
 from app.signatures import SignatureVerifier
+
+# The OpenAPI document is generated from the routes and Marshmallow schemas themselves.
+OPENAPI_SETTINGS = {
+    "API_TITLE": "Webhook transaction service",
+    "API_VERSION": "1.0.0",
+    "OPENAPI_VERSION": "3.1.0",
+    "OPENAPI_URL_PREFIX": "/",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "docs",
+    "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+    "API_SPEC_OPTIONS": {
+        "info": {
+            "description": (
+                "Receives payment webhooks, stores each transaction once, and processes it "
+                "PROCESSING_DELAY_SECONDS after it arrives. Every error is RFC 9457 problem "
+                "details (application/problem+json)."
+            )
+        }
+    },
+}
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.json = ExactJSONProvider(app)
     app.config.update(load_config())
-    app.config.update(
-        API_TITLE="Webhook transaction service",
-        API_VERSION="1.0.0",
-        OPENAPI_VERSION="3.1.0",
-    )
+    app.config.update(OPENAPI_SETTINGS)
     if test_config:
         app.config.update(test_config)
 
@@ -41,6 +59,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         api.register_blueprint(blueprint)
     register_error_handlers(app)
     init_request_observability(app)
+    check_multiprocess_mode()
+    app.cli.add_command(send_webhook)
     init_celery(app)
     secrets = app.config["WEBHOOK_SECRETS"]
     app.extensions["signature_verifier"] = SignatureVerifier(secrets) if secrets else None

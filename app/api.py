@@ -1,5 +1,6 @@
 """flask-smorest, reading bodies with our exact JSON and answering errors in our shape."""
 
+import http
 from typing import Any
 
 import flask
@@ -29,9 +30,35 @@ class JSONBodyParser(FlaskParser):
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = JSONBodyParser()
 
+    def error(self, status: int, description: str):
+        """Document an error answer: `@blp.error(409, "why")`, in the problem+json shape."""
+        return self.alt_response(
+            status,
+            schema=ProblemSchema,
+            content_type=Api.ERROR_CONTENT_TYPE,
+            description=description,
+        )
+
 
 class Api(flask_smorest.Api):
     ERROR_SCHEMA = ProblemSchema
+    ERROR_CONTENT_TYPE = "application/problem+json"
 
     def handle_http_exception(self, error):
         return http_error(error)
+
+    def _register_responses(self):
+        """flask-smorest's standard error responses, documented as the problem+json they are."""
+        for status in http.HTTPStatus:
+            response = {"description": status.phrase}
+            if status >= 400:
+                response["content"] = {self.ERROR_CONTENT_TYPE: {"schema": self.ERROR_SCHEMA}}
+            self.spec.components.response(status.name, response, lazy=True)
+        self.spec.components.response(
+            self.DEFAULT_ERROR_RESPONSE_NAME,
+            {
+                "description": "Any other error, in the same shape.",
+                "content": {self.ERROR_CONTENT_TYPE: {"schema": self.ERROR_SCHEMA}},
+            },
+            lazy=True,
+        )

@@ -20,16 +20,6 @@ VAR_DIR = PROJECT_ROOT / "var"
 MAX_WEBHOOK_BYTES = 64 * 1024
 
 
-def enable_multiprocess_metrics() -> None:
-    """Prometheus multiprocess mode for this process and its children.
-
-    Must run before prometheus_client is first imported (it picks its storage at
-    import): gunicorn.conf.py and celery_worker.py call it first thing.
-    """
-    directory = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus")))
-    directory.mkdir(parents=True, exist_ok=True)
-
-
 def database_url(raw: str | None) -> str:
     """The SQLAlchemy URL for DATABASE_URL, or the embedded SQLite file."""
     if not raw:

@@ -3,8 +3,7 @@
 prometheus-client's multiprocess mode: every process (each Gunicorn worker, each
 Celery pool process) writes its samples to files in PROMETHEUS_MULTIPROC_DIR and
 /metrics adds them up. The variable must be set before prometheus_client is first
-imported; gunicorn.conf.py and celery_worker.py do that
-(app.config.enable_multiprocess_metrics).
+imported; gunicorn.conf.py and celery_worker.py set it first thing.
 
 What the processes count (webhooks by outcome, acknowledgement latency,
 transactions processed, received-to-processed time) comes from those files. What
@@ -23,6 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
@@ -106,6 +106,16 @@ class PipelineCollector:
             "Age of the oldest transaction still PROCESSING (0 if none). Above "
             "PROCESSING_DELAY_SECONDS plus a few seconds, the pipeline is stuck.",
             value=age,
+        )
+
+
+def check_multiprocess_mode() -> None:
+    """Fail at start, not with silently empty counters, if the variable came too late."""
+    wanted = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+    if wanted and values.ValueClass is values.MutexValue:
+        raise RuntimeError(
+            "PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported; "
+            "set it before importing the app (see gunicorn.conf.py)."
         )
 
 

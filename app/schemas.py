@@ -102,7 +102,7 @@ def _text(description: str, example: str) -> Text:
     return Text(
         required=True,
         validate=validate.Length(max=255),
-        metadata={"description": description, "example": example},
+        metadata={"description": description, "example": example, "minLength": 1},
     )
 
 
@@ -120,12 +120,20 @@ class WebhookTransactionSchema(Schema):
         required=True,
         metadata={
             "type": "number",
-            "description": "Greater than 0, with no more decimal places than the currency has.",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": int(AMOUNT_LIMIT),
+            "description": "Greater than 0, with no more decimal places than the currency has "
+            "(ISO 4217 minor units: JPY 0, USD 2, KWD 3). Never a string.",
             "example": 100.50,
         },
     )
     currency = CurrencyCode(
-        required=True, metadata={"description": "ISO 4217 alphabetic code.", "example": "USD"}
+        required=True,
+        metadata={
+            "description": "ISO 4217 code of a real currency, any case (stored upper-case).",
+            "pattern": "^[A-Za-z]{3}$",
+            "example": "USD",
+        },
     )
 
     @validates_schema(skip_on_field_errors=True)

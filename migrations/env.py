@@ -11,8 +11,10 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-# Keep the app's loggers: migrations also run inside the test process.
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# The app configures logging when it is created (LOG_FORMAT and all); alembic.ini's
+# logging is only for when nothing else has.
+if not logging.getLogger().handlers:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 

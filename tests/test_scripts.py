@@ -87,6 +87,10 @@ def test_start_serve_process_restart_and_stop_on_the_embedded_default(checkout):
             return shown["status"] == "PROCESSED"
 
         wait_until(is_processed, timeout=60)
+        # Metrics from the web's and the worker's processes, as the scripts run them.
+        figures = requests.get(f"{url}/metrics", timeout=5).text
+        assert 'webhooks_received_total{outcome="accepted"} 1.0' in figures
+        assert "transactions_processed_total 1.0" in figures
         assert (checkout / "var" / "webhooks.sqlite3").exists()
         assert (checkout / "var" / "celery-broker.sqlite3").exists()
 

@@ -22,7 +22,7 @@ def liveness():
 
 @blp.get("/health/ready")
 @blp.response(200, ReadinessSchema)
-@blp.alt_response(503, description="A dependency does not answer; `components` says which.")
+@blp.error(503, "A dependency does not answer; `components` says which.")
 def readiness():
     """Whether the database (SELECT 1) and the broker (a connection) answer, within 2 s each."""
     components = check_components(db.engine, current_app.extensions["celery"])

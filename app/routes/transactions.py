@@ -21,6 +21,7 @@ blp = Blueprint(
 @blp.get("")
 @blp.arguments(TransactionQuerySchema, location="query")
 @blp.response(200, TransactionPageSchema)
+@blp.error(503, "The database is unavailable.")
 def list_transactions(query: dict):
     """Transactions, newest first, optionally only those in one status (keyset pagination)."""
     limit = min(query["limit"], MAX_PAGE_SIZE)
@@ -38,7 +39,8 @@ def list_transactions(query: dict):
 # `path` so that ids containing "/" (sent URL-encoded) are found too.
 @blp.get("/<path:transaction_id>")
 @blp.response(200, TransactionSchema)
-@blp.alt_response(404, description="No transaction with this id.")
+@blp.error(404, "No transaction with this id.")
+@blp.error(503, "The database is unavailable.")
 def get_transaction(transaction_id: str):
     g.transaction_id = transaction_id  # for the request's log line
     transaction = services.find_transaction(transaction_id)

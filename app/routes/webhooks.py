@@ -35,6 +35,27 @@ def require_signature():
     return None
 
 
+SIGNATURE_HEADERS_DOC = [
+    {
+        "in": "header",
+        "name": name,
+        "required": False,
+        "schema": {"type": "string"},
+        "description": f"Standard Webhooks: {meaning}. Required when WEBHOOK_SECRET is set.",
+        "example": example,
+    }
+    for name, meaning, example in (
+        ("webhook-id", "the message id", "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"),
+        ("webhook-timestamp", "Unix seconds; refused more than 5 minutes off", "1714000000"),
+        (
+            "webhook-signature",
+            "v1,<base64 HMAC-SHA256 of id.timestamp.body>, space-separated if several",
+            "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+        ),
+    )
+]
+
+
 @blp.post("/transactions")
 # An instance, so webargs does not build a new schema for every request.
 @blp.arguments(WebhookTransactionSchema())
@@ -42,7 +63,13 @@ def require_signature():
 @blp.alt_response(
     200, schema=AcknowledgementSchema, description="Identical duplicate; nothing changed."
 )
-@blp.alt_response(409, description="Same transaction_id with other business fields; refused.")
+@blp.error(409, "Same transaction_id with other business fields; refused.")
+@blp.error(400, "Not JSON, not an object, NaN/Infinity, or a key twice.")
+@blp.error(401, "WEBHOOK_SECRET is set and the signature is missing or wrong.")
+@blp.error(413, "Body over 64 KiB.")
+@blp.error(415, "Content-Type is not JSON.")
+@blp.error(503, "The database is unavailable; retry after Retry-After.")
+@blp.doc(parameters=SIGNATURE_HEADERS_DOC)
 def receive_transaction(payload: dict):
     """Receive a transaction. A 2xx means it is committed and will be processed."""
     g.transaction_id = payload["transaction_id"]  # for the request's log line

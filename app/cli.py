@@ -1,0 +1,61 @@
+"""`flask --app app send-webhook`: send a test webhook, signed if WEBHOOK_SECRET is set."""
+
+import urllib.error
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from standardwebhooks.webhooks import Webhook
+
+from app.exact_json import dumps_exact
+
+
+@click.command("send-webhook")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The service.")
+@click.option("--transaction-id", help="Default: a new txn_... id.")
+@click.option("--amount", default="100.50", show_default=True)
+@click.option("--currency", default="USD", show_default=True)
+@click.option("--source-account", default="acc_demo_source", show_default=True)
+@click.option("--destination-account", default="acc_demo_destination", show_default=True)
+@with_appcontext
+def send_webhook(url, transaction_id, amount, currency, source_account, destination_account):
+    """Send one webhook as a provider would, signed with the first WEBHOOK_SECRET."""
+    body = dumps_exact(
+        {
+            "transaction_id": transaction_id or f"txn_{uuid.uuid4().hex[:16]}",
+            "source_account": source_account,
+            "destination_account": destination_account,
+            "amount": Decimal(amount),
+            "currency": currency,
+        }
+    )
+    headers = {"Content-Type": "application/json"}
+    secrets = current_app.config["WEBHOOK_SECRETS"]
+    if secrets:
+        message_id = f"msg_{uuid.uuid4().hex}"
+        moment = datetime.now(UTC)
+        headers |= {
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(moment.timestamp())),
+            "webhook-signature": Webhook(secrets[0]).sign(message_id, moment, body),
+        }
+    else:
+        click.echo("WEBHOOK_SECRET is not set: sending it unsigned.", err=True)
+    click.echo(f"POST {url}/v1/webhooks/transactions\n{body}")
+    request = urllib.request.Request(
+        f"{url}/v1/webhooks/transactions", data=body.encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, answer = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, answer = error.code, error.read().decode()
+    except urllib.error.URLError as error:
+        raise click.ClickException(f"nothing answers at {url}: {error.reason}") from None
+    click.echo(f"{status} {answer}")
+    if status >= 300:
+        raise SystemExit(1)

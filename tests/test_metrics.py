@@ -1,0 +1,130 @@
+"""GET /metrics on the running service: Gunicorn workers and the Celery worker add up."""
+
+import pytest
+import requests
+from conftest import REDIS_URL, make_app
+from helpers import as_json, wait_until, webhook
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, delete
+from test_signatures import SECRET, signed_headers
+
+from app.models import Transaction
+from scripts.processes import Service
+
+pytestmark = pytest.mark.processes
+
+DELAY = 3.0
+
+
+@pytest.fixture(scope="module")
+def service(postgres_url, tmp_path_factory):
+    # Known traffic needs a known start: no transactions from earlier tests.
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(delete(Transaction))
+    engine.dispose()
+    service = Service(
+        tmp_path_factory.mktemp("metrics"),
+        DATABASE_URL=postgres_url,
+        CELERY_BROKER_URL=REDIS_URL,
+        PROCESSING_DELAY_SECONDS=str(DELAY),
+        WEBHOOK_SECRET=SECRET,
+        WEB_CONCURRENCY="3",  # several workers: the counts must add up across them
+    )
+    try:
+        yield service.start()
+    finally:
+        service.stop()
+
+
+def scrape(service) -> dict[tuple, float]:
+    text = requests.get(f"{service.url}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def send(service, body, signed=True, raw: str | None = None) -> int:
+    data = raw if raw is not None else as_json(body)
+    headers = signed_headers(data) if signed else {"Content-Type": "application/json"}
+    response = requests.post(
+        f"{service.url}/v1/webhooks/transactions", data=data, headers=headers, timeout=10
+    )
+    return response.status_code
+
+
+def test_known_traffic_gives_known_figures(service):
+    before = scrape(service)
+    bodies = [webhook() for _ in range(6)]
+    statuses = [send(service, body) for body in bodies]  # spread over the 3 workers
+    statuses += [send(service, bodies[0]), send(service, bodies[1])]  # duplicates
+    statuses += [send(service, dict(bodies[2], amount=1))]  # conflict
+    statuses += [send(service, webhook(currency="XXQ")), send(service, None, raw="{")]  # invalid
+    statuses += [send(service, webhook(), signed=False)]  # unauthorized
+    statuses += [send(service, webhook(padding="x" * 70_000))]  # too large
+    assert statuses == [202] * 6 + [200, 200, 409, 422, 400, 401, 413]
+
+    waiting = scrape(service)
+    assert waiting[("transactions_waiting", ())] == 6
+    assert waiting[("oldest_processing_age_seconds", ())] > 0
+
+    def counted(outcome, figures):
+        key = ("webhooks_received_total", (("outcome", outcome),))
+        return figures.get(key, 0) - before.get(key, 0)
+
+    assert {
+        outcome: counted(outcome, waiting)
+        for outcome in ("accepted", "duplicate", "conflict", "invalid", "unauthorized", "too_large")
+    } == {
+        "accepted": 6,
+        "duplicate": 2,
+        "conflict": 1,
+        "invalid": 2,
+        "unauthorized": 1,
+        "too_large": 1,
+    }
+    latency = ("webhook_acknowledgement_seconds_count", ())
+    assert waiting[latency] - before.get(latency, 0) == 13
+
+    processed = wait_until(
+        lambda: (figures := scrape(service))[("transactions_waiting", ())] == 0 and figures,
+        timeout=DELAY + 30,
+    )
+    # The worker's figures, from its own processes, in the web's /metrics.
+    assert (
+        processed[("transactions_processed_total", ())]
+        - before.get(("transactions_processed_total", ()), 0)
+        == 6
+    )
+    waited = ("transaction_received_to_processed_seconds_count", ())
+    assert processed[waited] - before.get(waited, 0) == 6
+    under_delay = ("transaction_received_to_processed_seconds_bucket", (("le", "2.0"),))
+    assert processed[under_delay] - before.get(under_delay, 0) == 0  # none before the delay
+    assert processed[("oldest_processing_age_seconds", ())] == 0
+    assert processed[("database_up", ())] == 1
+
+
+def test_send_webhook_command_sends_a_signed_webhook(service):
+    app = make_app(service.env["DATABASE_URL"], WEBHOOK_SECRETS=[SECRET])
+    result = app.test_cli_runner().invoke(
+        args=[
+            "send-webhook",
+            "--url",
+            service.url,
+            "--transaction-id",
+            "cli_1",
+            "--amount",
+            "12.30",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    assert "202" in result.output
+    shown = requests.get(f"{service.url}/v1/transactions/cli_1", timeout=10).json()
+    assert shown["amount"] == 12.3
+
+    unsigned = make_app(service.env["DATABASE_URL"], WEBHOOK_SECRETS=[])
+    refused = unsigned.test_cli_runner().invoke(args=["send-webhook", "--url", service.url])
+    assert refused.exit_code == 1
+    assert "401" in refused.output

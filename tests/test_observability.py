@@ -1,0 +1,136 @@
+"""Request ids, the request log line, JSON logs, readiness, and metrics in one process."""
+
+import json
+import logging
+
+import pytest
+from conftest import REDIS_URL, make_app
+from helpers import as_json, webhook
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.config import celery_settings
+from app.extensions import db
+from app.logs import formatter
+
+URL = "/v1/webhooks/transactions"
+
+
+def post(client, body, **headers):
+    return client.post(
+        URL, data=as_json(body), headers={"Content-Type": "application/json", **headers}
+    )
+
+
+def test_a_request_id_is_echoed(client):
+    response = post(client, webhook(), **{"X-Request-ID": "req-abc.123"})
+    assert response.headers["X-Request-ID"] == "req-abc.123"
+
+
+@pytest.mark.parametrize("given", [None, "", "has spaces", "x" * 129, "semi;colon", "é"])
+def test_a_missing_or_unusable_request_id_is_replaced(client, given):
+    headers = {} if given is None else {"X-Request-ID": given}
+    response = client.get("/", headers=headers)
+    assert len(response.headers["X-Request-ID"]) == 32
+    assert response.headers["X-Request-ID"] != given
+
+
+def test_errors_carry_the_request_id(client):
+    response = client.post(
+        URL, data="{", headers={"Content-Type": "application/json", "X-Request-ID": "r-1"}
+    )
+    assert response.status_code == 400
+    assert response.get_json()["request_id"] == "r-1"
+
+
+def test_one_log_line_per_request_with_its_fields(client, caplog):
+    body = webhook()
+    with caplog.at_level(logging.INFO, logger="app.requests"):
+        post(client, body, **{"X-Request-ID": "req-1"})
+        client.get(f"/v1/transactions/{body['transaction_id']}", headers={"X-Request-ID": "req-2"})
+    lines = [r for r in caplog.records if r.name == "app.requests"]
+    assert [(r.method, r.path, r.status, r.request_id, r.transaction_id) for r in lines] == [
+        ("POST", URL, 202, "req-1", body["transaction_id"]),
+        ("GET", f"/v1/transactions/{body['transaction_id']}", 200, "req-2", body["transaction_id"]),
+    ]
+    assert all(r.duration_ms > 0 for r in lines)
+    assert f"transaction_id={body['transaction_id']}" in lines[0].getMessage()
+
+
+def test_json_log_lines_are_json_with_the_fields_as_keys():
+    record = logging.LogRecord("app.requests", logging.INFO, __file__, 1, "POST / 202", None, None)
+    record.request_id = "req-1"
+    record.status = 202
+    line = json.loads(formatter("json").format(record))
+    assert line["level"] == "INFO"
+    assert line["logger"] == "app.requests"
+    assert line["message"] == "POST / 202"
+    assert line["request_id"] == "req-1"
+    assert line["status"] == 202
+    assert line["time"]
+
+
+def readiness_app(database_url, broker):
+    return make_app(database_url, CELERY=celery_settings(broker, None))
+
+
+def test_ready_when_database_and_broker_answer(database_url):
+    app = readiness_app(database_url, REDIS_URL)
+    response = app.test_client().get("/health/ready")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "READY"
+    assert {name: c["status"] for name, c in body["components"].items()} == {
+        "database": "up",
+        "broker": "up",
+    }
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_not_ready_names_the_broker_that_does_not_answer(database_url):
+    app = readiness_app(database_url, "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    response = app.test_client().get("/health/ready")
+    assert response.status_code == 503
+    problem = response.get_json()
+    assert "broker" in problem["detail"] and "database" not in problem["detail"]
+    assert problem["components"]["broker"]["status"] == "down"
+    assert problem["components"]["database"]["status"] == "up"
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_not_ready_names_the_database_that_does_not_answer():
+    app = readiness_app("postgresql+psycopg2://postgres@127.0.0.1:1/none", REDIS_URL)
+    response = app.test_client().get("/health/ready")
+    assert response.status_code == 503
+    problem = response.get_json()
+    assert problem["components"]["database"] == {"status": "down", "error": "OperationalError"}
+    assert problem["components"]["broker"]["status"] == "up"
+    assert response.headers["Retry-After"]
+
+
+def samples(text: str) -> dict[tuple, float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_webhooks_by_outcome_in_one_process(client):
+    before = samples(client.get("/metrics").get_data(as_text=True))
+    body = webhook()
+    post(client, body)
+    post(client, body)
+    post(client, dict(body, amount=1))
+    post(client, webhook(currency="XXQ"))
+    after = samples(client.get("/metrics").get_data(as_text=True))
+
+    def delta(outcome):
+        key = ("webhooks_received_total", (("outcome", outcome),))
+        return after[key] - before.get(key, 0)
+
+    assert [delta(o) for o in ("accepted", "duplicate", "conflict", "invalid")] == [1, 1, 1, 1]
+    assert after[("transactions_waiting", ())] == 1
+    assert after[("oldest_processing_age_seconds", ())] > 0
+    assert after[("database_up", ())] == 1
