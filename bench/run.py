@@ -31,7 +31,16 @@ from pathlib import Path
 import requests
 from sqlalchemy import create_engine, text
 
-from scripts.processes import BIN, ROOT, Process, RedisServer, Service, ThrowawayDatabase, free_port
+from scripts.processes import (
+    BIN,
+    POSTGRES_ADMIN_URL,
+    ROOT,
+    Process,
+    RedisServer,
+    Service,
+    ThrowawayDatabase,
+    free_port,
+)
 
 RESULTS = ROOT / "bench" / "results"
 CONNECTIONS = (10, 50)
@@ -51,9 +60,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per measurement")
     parser.add_argument(
         "--postgres",
-        default=os.environ.get(
-            "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=POSTGRES_ADMIN_URL,
         help="PostgreSQL to create the throwaway database on",
     )
     parser.add_argument(

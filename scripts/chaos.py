@@ -11,7 +11,6 @@ lost or processed twice.
 """
 
 import argparse
-import os
 import re
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import create_engine, text
 
-from scripts.processes import RedisServer, Service, ThrowawayDatabase
+from scripts.processes import POSTGRES_ADMIN_URL, RedisServer, Service, ThrowawayDatabase
 
 SENDERS = 8
 
@@ -35,9 +34,7 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=5.0, help="PROCESSING_DELAY_SECONDS")
     parser.add_argument(
         "--postgres",
-        default=os.environ.get(
-            "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=POSTGRES_ADMIN_URL,
         help="a PostgreSQL URL from which a throwaway database can be created",
     )
     parser.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")

@@ -24,6 +24,11 @@ from app.config import database_url
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
+# A PostgreSQL server and a database on it from which throwaway databases are created.
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
 # Variables the service reads; a test sets each one it needs, so nothing leaks
 # in from the developer's shell or .env.
 SERVICE_VARIABLES = (

@@ -17,12 +17,9 @@ from sqlalchemy.exc import OperationalError
 from app import create_app
 from app.extensions import db
 from app.models import Transaction
-from scripts.processes import ThrowawayDatabase
+from scripts.processes import POSTGRES_ADMIN_URL, ThrowawayDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 

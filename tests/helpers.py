@@ -11,6 +11,18 @@ import requests
 
 from app.exact_json import dumps_exact
 
+# What GET /v1/transactions/<id> and the listing show of each transaction.
+TRANSACTION_FIELDS = {
+    "transaction_id",
+    "source_account",
+    "destination_account",
+    "amount",
+    "currency",
+    "status",
+    "created_at",
+    "processed_at",
+}
+
 
 def webhook(**overrides: Any) -> dict[str, Any]:
     """A valid webhook body with a fresh transaction_id; keyword arguments replace fields."""
@@ -45,9 +57,11 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-def post_webhook(base_url: str, body: Any, timeout: float = 10) -> requests.Response:
+def post_webhook(
+    base_url: str, body: Any, timeout: float = 10, session=requests
+) -> requests.Response:
     """POST a webhook body to a running service over HTTP."""
-    return requests.post(
+    return session.post(
         f"{base_url}/v1/webhooks/transactions",
         data=as_json(body),
         headers=JSON_HEADERS,

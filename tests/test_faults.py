@@ -280,13 +280,7 @@ def test_a_steady_stream_survives_everything_at_once(start_service, database, re
         session = requests.Session()
         while not stop.is_set():
             body = webhook()
-            response = session.post(
-                f"{service.url}/v1/webhooks/transactions",
-                data=as_json(body),
-                headers={"Content-Type": "application/json"},
-                timeout=10,
-            )
-            if response.status_code == 202:
+            if post_webhook(service.url, body, session=session).status_code == 202:
                 accepted.append(body["transaction_id"])
 
     senders = [threading.Thread(target=keep_sending) for _ in range(2)]

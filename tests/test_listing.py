@@ -3,7 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from helpers import as_json, webhook
+from helpers import TRANSACTION_FIELDS, as_json, webhook
 from sqlalchemy import insert, update
 
 from app.extensions import db
@@ -48,16 +48,7 @@ def test_newest_first_in_pages_that_cover_everything_once(client):
 def test_each_transaction_is_shown_in_full(client):
     receive(client, 1)
     shown = client.get(URL).get_json()["transactions"][0]
-    assert set(shown) == {
-        "transaction_id",
-        "source_account",
-        "destination_account",
-        "amount",
-        "currency",
-        "status",
-        "created_at",
-        "processed_at",
-    }
+    assert set(shown) == TRANSACTION_FIELDS
 
 
 def test_filter_by_status(app, client):

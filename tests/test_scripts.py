@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import as_json, wait_until, webhook
+from helpers import post_webhook, wait_until, webhook
 
 from scripts.processes import ROOT, free_port, service_env
 
@@ -72,13 +72,7 @@ def test_start_serve_process_restart_and_stop_on_the_embedded_default(checkout):
         assert set(started) == {"web", "worker", "beat"}
 
         body = webhook()
-        response = requests.post(
-            f"{url}/v1/webhooks/transactions",
-            data=as_json(body),
-            headers={"Content-Type": "application/json"},
-            timeout=10,
-        )
-        assert response.status_code == 202
+        assert post_webhook(url, body).status_code == 202
 
         def is_processed():
             shown = requests.get(

@@ -6,7 +6,7 @@ from decimal import Decimal
 from urllib.parse import quote
 
 import pytest
-from helpers import as_json, webhook
+from helpers import TRANSACTION_FIELDS, as_json, webhook
 from test_webhooks import URL, assert_problem
 
 ISO_8601_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
@@ -34,16 +34,7 @@ def test_transaction_is_returned_with_every_field(client):
     response = client.get(f"/v1/transactions/{body['transaction_id']}")
     assert response.status_code == 200
     shown = response.get_json()
-    assert set(shown) == {
-        "transaction_id",
-        "source_account",
-        "destination_account",
-        "amount",
-        "currency",
-        "status",
-        "created_at",
-        "processed_at",
-    }
+    assert set(shown) == TRANSACTION_FIELDS
     assert shown["transaction_id"] == body["transaction_id"]
     assert shown["source_account"] == body["source_account"]
     assert shown["destination_account"] == body["destination_account"]
