@@ -63,13 +63,15 @@ OUTCOME_BY_STATUS = {
 }
 
 
-# Every outcome exists from the start, at 0, so that rate() and alerts see it.
-for outcome in {*OUTCOME_BY_STATUS.values(), "error"}:
-    WEBHOOKS.labels(outcome)
+# Every outcome exists from the start, at 0, so that rate() and alerts see it; and
+# looking the labelled counter up once here saves doing it on every request.
+WEBHOOKS_BY_OUTCOME = {
+    outcome: WEBHOOKS.labels(outcome) for outcome in {*OUTCOME_BY_STATUS.values(), "error"}
+}
 
 
 def record_webhook(status: int, seconds: float) -> None:
-    WEBHOOKS.labels(OUTCOME_BY_STATUS.get(status, "error")).inc()
+    WEBHOOKS_BY_OUTCOME[OUTCOME_BY_STATUS.get(status, "error")].inc()
     ACKNOWLEDGEMENT_SECONDS.observe(seconds)
 
 

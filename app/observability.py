@@ -2,8 +2,8 @@
 
 import logging
 import re
+import secrets
 import time
-import uuid
 
 from flask import Flask, Response, g, request
 
@@ -24,12 +24,12 @@ def init_request_observability(app: Flask) -> None:
 def _start() -> None:
     g.started = time.perf_counter()
     given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    g.request_id = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
 
 
 def _finish(response: Response) -> Response:
     # Errors raised before _start (a malformed URL) still get an id and a line.
-    request_id = g.get("request_id") or uuid.uuid4().hex
+    request_id = g.get("request_id") or secrets.token_hex(16)
     seconds = time.perf_counter() - g.get("started", time.perf_counter())
     response.headers["X-Request-ID"] = request_id
     transaction_id = g.get("transaction_id")

@@ -157,9 +157,10 @@ def gunicorn(work: Path, name: str, app: str, env: dict) -> tuple[Process, str]:
             time.sleep(0.1)
 
 
-def production_settings(**settings: str) -> dict[str, str]:
-    """Gunicorn workers as gunicorn.conf.py sets them (empty: its default), or WEB_CONCURRENCY."""
-    return settings | {"WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "")}
+def production_settings(**settings: str) -> dict[str, str | None]:
+    """Gunicorn's worker count as production gets it: WEB_CONCURRENCY if this shell sets
+    it, else gunicorn.conf.py's default (None drops the test harness's own default)."""
+    return settings | {"WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY")}
 
 
 def children(pid: int) -> list[int]:
@@ -170,14 +171,16 @@ def acknowledgement_and_lookup(work: Path, url: str, redis_url: str, args) -> di
     # A delay of an hour: nothing is processed while acknowledgement is measured,
     # for the service as for the references (which have no worker at all).
     service = Service(
-        work, DATABASE_URL=url, CELERY_BROKER_URL=redis_url, PROCESSING_DELAY_SECONDS="3600"
+        work,
+        **production_settings(
+            DATABASE_URL=url, CELERY_BROKER_URL=redis_url, PROCESSING_DELAY_SECONDS="3600"
+        ),
     )
     service.start()
     references = {
         name: gunicorn(work, name, app, service.env | {"REDIS_URL": redis_url})
         for name, app in REFERENCES.items()
     }
-    gunicorn_info = {"gunicorn_workers": len(children(service["web"].pid))}
     targets = {"service": service.url} | {
         name: ref_url for name, (_, ref_url) in references.items()
     }
@@ -185,6 +188,7 @@ def acknowledgement_and_lookup(work: Path, url: str, redis_url: str, args) -> di
         for target_url in targets.values():  # warm up: imports, pools, caches
             wrk(target_url, "bench/webhook.lua", 10, 2)
         seed_for_lookup(service.url)
+        gunicorn_info = {"gunicorn_workers": len(children(service["web"].pid))}
 
         runs = []
         for _ in range(args.runs):
@@ -236,9 +240,9 @@ def drain(work: Path, url: str, redis_url: str) -> dict:
         connection.execute(text("TRUNCATE transactions"))
     service = Service(
         work,
-        DATABASE_URL=url,
-        CELERY_BROKER_URL=redis_url,
-        PROCESSING_DELAY_SECONDS=str(DRAIN_DELAY),
+        **production_settings(
+            DATABASE_URL=url, CELERY_BROKER_URL=redis_url, PROCESSING_DELAY_SECONDS=str(DRAIN_DELAY)
+        ),
     )
     service.start()
     peak = {"web": 0.0, "worker": 0.0, "web_pss": 0.0, "worker_pss": 0.0}

@@ -62,9 +62,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def service_env(**settings: str) -> dict[str, str]:
+def service_env(**settings: str | None) -> dict[str, str]:
+    """This environment without the service's variables, plus `settings` (None: left unset)."""
     env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
-    env.update(settings)
+    env.update({key: value for key, value in settings.items() if value is not None})
     return env
 
 
@@ -107,7 +108,7 @@ class Process:
 class Service:
     """The web, worker and beat processes of one service instance."""
 
-    def __init__(self, log_dir: Path, **settings: str):
+    def __init__(self, log_dir: Path, **settings: str | None):
         self.log_dir = log_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

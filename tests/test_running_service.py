@@ -1,5 +1,6 @@
 """End to end over HTTP: Gunicorn, a Celery worker and beat, on PostgreSQL and Redis."""
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -113,3 +114,41 @@ def test_a_burst_of_three_hundred_is_all_processed(service):
         )
         assert waited.total_seconds() >= DELAY
         assert processed_count(service, body["transaction_id"]) == 1
+
+
+def test_without_a_secret_gunicorn_warns_at_start(service):
+    assert "WEBHOOK_SECRET is not set: unsigned webhooks are accepted" in service["web"].log()
+
+
+def test_json_logs_from_every_process(postgres_url, tmp_path):
+    service = Service(
+        tmp_path,
+        DATABASE_URL=postgres_url,
+        CELERY_BROKER_URL=REDIS_URL,
+        PROCESSING_DELAY_SECONDS="1",
+        LOG_FORMAT="json",
+    )
+    try:
+        service.start()
+        body = webhook()
+        assert send(service, body).status_code == 202
+        wait_until(lambda: processed(service, body["transaction_id"]), timeout=30)
+    finally:
+        service.stop()
+    for name in ("web", "worker", "beat"):
+        lines = [line for line in service[name].log().splitlines() if line.strip()]
+        assert lines, name
+        for line in lines:
+            entry = json.loads(line)  # every line, start-up and shutdown included
+            assert {"time", "level", "logger", "message"} <= set(entry), line
+    requests_logged = [json.loads(line) for line in service["web"].log().splitlines()]
+    webhook_line = next(
+        e for e in requests_logged if e.get("transaction_id") == body["transaction_id"]
+    )
+    assert webhook_line["status"] == 202 and webhook_line["request_id"]
+    processed_line = next(
+        json.loads(line)
+        for line in service["worker"].log().splitlines()
+        if body["transaction_id"] in line
+    )
+    assert processed_line["transaction_id"] == body["transaction_id"]

@@ -3,7 +3,7 @@
 from flask import Response, current_app
 
 from app import metrics
-from app.api import Blueprint
+from app.api import Blueprint, problem_responses
 from app.errors import problem
 from app.extensions import db
 from app.models import utcnow
@@ -22,7 +22,9 @@ def liveness():
 
 @blp.get("/health/ready")
 @blp.response(200, ReadinessSchema)
-@blp.error(503, "A dependency does not answer; `components` says which.")
+@blp.doc(
+    responses=problem_responses({503: "A dependency does not answer; `components` says which."})
+)
 def readiness():
     """Whether the database (SELECT 1) and the broker (a connection) answer, within 2 s each."""
     components = check_components(db.engine, current_app.extensions["celery"])

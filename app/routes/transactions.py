@@ -2,7 +2,7 @@ from flask import g
 from flask_smorest import abort
 
 from app import services
-from app.api import Blueprint
+from app.api import Blueprint, problem_responses
 from app.schemas import (
     MAX_PAGE_SIZE,
     TransactionPageSchema,
@@ -21,7 +21,7 @@ blp = Blueprint(
 @blp.get("")
 @blp.arguments(TransactionQuerySchema, location="query")
 @blp.response(200, TransactionPageSchema)
-@blp.error(503, "The database is unavailable.")
+@blp.doc(responses=problem_responses({503: "The database is unavailable."}))
 def list_transactions(query: dict):
     """Transactions, newest first, optionally only those in one status (keyset pagination)."""
     limit = min(query["limit"], MAX_PAGE_SIZE)
@@ -39,8 +39,11 @@ def list_transactions(query: dict):
 # `path` so that ids containing "/" (sent URL-encoded) are found too.
 @blp.get("/<path:transaction_id>")
 @blp.response(200, TransactionSchema)
-@blp.error(404, "No transaction with this id.")
-@blp.error(503, "The database is unavailable.")
+@blp.doc(
+    responses=problem_responses(
+        {404: "No transaction with this id.", 503: "The database is unavailable."}
+    )
+)
 def get_transaction(transaction_id: str):
     g.transaction_id = transaction_id  # for the request's log line
     transaction = services.find_transaction(transaction_id)

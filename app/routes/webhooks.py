@@ -1,6 +1,6 @@
 from flask import Response, current_app, g, request
 
-from app.api import Blueprint
+from app.api import Blueprint, problem_responses
 from app.errors import problem
 from app.exact_json import dumps_exact
 from app.schemas import AcknowledgementSchema, WebhookTransactionSchema
@@ -60,16 +60,25 @@ SIGNATURE_HEADERS_DOC = [
 # An instance, so webargs does not build a new schema for every request.
 @blp.arguments(WebhookTransactionSchema())
 @blp.response(202, AcknowledgementSchema, description="New transaction stored and scheduled.")
-@blp.alt_response(
-    200, schema=AcknowledgementSchema, description="Identical duplicate; nothing changed."
+@blp.doc(
+    parameters=SIGNATURE_HEADERS_DOC,
+    responses={
+        "200": {
+            "description": "Identical duplicate; nothing changed.",
+            "content": {"application/json": {"schema": AcknowledgementSchema}},
+        }
+    }
+    | problem_responses(
+        {
+            409: "Same transaction_id with other business fields; refused.",
+            400: "Not JSON, not an object, NaN/Infinity, or a key twice.",
+            401: "WEBHOOK_SECRET is set and the signature is missing or wrong.",
+            413: "Body over 64 KiB.",
+            415: "Content-Type is not JSON.",
+            503: "The database is unavailable; retry after Retry-After.",
+        }
+    ),
 )
-@blp.error(409, "Same transaction_id with other business fields; refused.")
-@blp.error(400, "Not JSON, not an object, NaN/Infinity, or a key twice.")
-@blp.error(401, "WEBHOOK_SECRET is set and the signature is missing or wrong.")
-@blp.error(413, "Body over 64 KiB.")
-@blp.error(415, "Content-Type is not JSON.")
-@blp.error(503, "The database is unavailable; retry after Retry-After.")
-@blp.doc(parameters=SIGNATURE_HEADERS_DOC)
 def receive_transaction(payload: dict):
     """Receive a transaction. A 2xx means it is committed and will be processed."""
     g.transaction_id = payload["transaction_id"]  # for the request's log line
