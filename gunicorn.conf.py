@@ -1,6 +1,5 @@
 """Gunicorn settings, from the environment (and .env): `gunicorn -c gunicorn.conf.py`."""
 
-import logging
 import multiprocessing
 import os
 from pathlib import Path
@@ -34,9 +33,33 @@ timeout = 30
 # On TERM, in-flight requests get this long to finish.
 graceful_timeout = 30
 
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# (Not named `config`: Gunicorn would read that as its own setting.)
+app_config = load_config()
+
+loglevel = app_config["LOG_LEVEL"].lower()
 errorlog = "-"
 # No access log: the app logs one line per request itself, with its request id.
+# Gunicorn's own lines take the app's format (text, or JSON with LOG_FORMAT=json) from
+# its very first line; Gunicorn applies this when it sets up logging, and again on HUP.
+logconfig_dict = {
+    "root": {"level": app_config["LOG_LEVEL"], "handlers": []},  # the app adds its own
+    "loggers": {
+        "gunicorn.error": {
+            "level": app_config["LOG_LEVEL"],
+            "handlers": ["stderr"],
+            "propagate": False,
+        },
+        "gunicorn.access": {"handlers": [], "propagate": False},
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "app",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "formatters": {"app": {"()": "app.logs.formatter", "log_format": app_config["LOG_FORMAT"]}},
+}
 
 # Gunicorn's control socket sits at one fixed path per user, so two instances
 # on one machine (tests, benchmarks) would fight over it; nothing here uses it.
@@ -44,13 +67,7 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    config = load_config()
-    if config["LOG_FORMAT"] == "json":
-        from app.logs import formatter
-
-        for handler in logging.getLogger("gunicorn.error").handlers:
-            handler.setFormatter(formatter("json"))
-    if not config["WEBHOOK_SECRETS"]:
+    if not app_config["WEBHOOK_SECRETS"]:
         server.log.warning(
             "WEBHOOK_SECRET is not set: unsigned webhooks are accepted. "
             "Set it to require Standard Webhooks signatures."

@@ -133,21 +133,15 @@ class Service:
         return self
 
     def command(self, name: str) -> list[str]:
-        celery = [str(BIN / "celery"), "-A", "celery_worker.celery_app"]
+        """The Procfile's command, as production runs it, made unique to this instance."""
         if name == "web":
-            return [
-                str(BIN / "gunicorn"),
-                "-c",
-                "gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-            ]
+            return [*procfile_command("web"), "--bind", f"127.0.0.1:{self.port}"]
         if name == "worker":
             node = f"test-{uuid.uuid4().hex[:8]}@%h"
-            return [*celery, "worker", "--loglevel=INFO", "--concurrency=2", "--hostname", node]
+            return [*procfile_command("worker"), "--hostname", node]
         if name == "beat":
             schedule = self.log_dir / f"celerybeat-schedule-{uuid.uuid4().hex[:8]}"
-            return [*celery, "beat", "--loglevel=INFO", "--schedule", str(schedule)]
+            return [*procfile_command("beat"), "--schedule", str(schedule)]
         raise ValueError(name)
 
     def wait_for_web(self, timeout: float = 30) -> None:
