@@ -39,11 +39,17 @@ api = Api()
 
 def engine_options(url: str) -> dict:
     """Pool and driver settings for the configured database."""
+    # Every write the service makes is one statement (the webhook's INSERT, the
+    # worker's UPDATE), atomic on its own; in autocommit it is committed when the
+    # database answers it. One round trip instead of BEGIN, the statement and COMMIT,
+    # and nothing to reset when the connection goes back to the pool.
+    # Migrations, which need a transaction, ask for one (migrations/env.py).
+    autocommit = {"isolation_level": "AUTOCOMMIT"}
     if url.startswith("sqlite"):
         # Gunicorn workers, the Celery worker and beat all write to one file:
         # wait up to 30 s for the lock instead of failing with "database is locked".
-        return {"connect_args": {"timeout": 30}}
-    return {
+        return autocommit | {"connect_args": {"timeout": 30}}
+    return autocommit | {
         # No pool_pre_ping: it costs a round trip per request. A connection that
         # died with the server is detected on use instead, which invalidates the
         # pool; services retry the write once, and the service recovers by itself.

@@ -96,8 +96,8 @@ def _insert(row: dict[str, Any]) -> str | None:
 
 def _insert_once(row: dict[str, Any]) -> str | None:
     # Core, not the ORM: nothing here needs an identity map, and this is most of
-    # a request's CPU.
-    with db.engine.begin() as connection:
+    # a request's CPU. The engine autocommits: the row is committed once this returns.
+    with db.engine.connect() as connection:
         statement = _insert_ignoring_conflicts(connection.dialect.name)
         return connection.execute(statement, row).scalar_one_or_none()
 
@@ -110,8 +110,7 @@ def _select_by_id() -> Select:
 
 def find_transaction(transaction_id: str) -> Row | None:
     """The stored transaction (attributes as on the model), or None."""
-    # Autocommit: one round trip, not BEGIN, SELECT and ROLLBACK.
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with db.engine.connect() as connection:
         return connection.execute(_select_by_id(), {"transaction_id": transaction_id}).one_or_none()
 
 
@@ -164,8 +163,7 @@ def _process_batch(batch_size: int) -> list[ProcessedTransaction]:
         .where(Transaction.transaction_id.in_(due.scalar_subquery()), still_processing)
         .values(status=TransactionStatus.PROCESSED, processed_at=now)
         .returning(Transaction.transaction_id, Transaction.created_at, Transaction.processed_at)
-        .execution_options(synchronize_session=False)
     )
-    rows = db.session.execute(statement).all()
-    db.session.commit()
+    with db.engine.connect() as connection:  # one statement, committed on its own
+        rows = connection.execute(statement).all()
     return [ProcessedTransaction(*row) for row in rows]

@@ -94,7 +94,12 @@ def run_migrations_online():
 
     connectable = get_engine()
 
-    with connectable.connect() as connection:
+    with connectable.connect() as autocommit_connection:
+        # The app's engine autocommits (app/extensions.py); a migration runs in a
+        # transaction, at the database's own default isolation level.
+        connection = autocommit_connection.execution_options(
+            isolation_level=autocommit_connection.dialect.default_isolation_level
+        )
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
