@@ -6,16 +6,16 @@ No Flask request objects here: the routes and the Celery tasks both call in.
 import enum
 import functools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, Dialect, Row, Select, bindparam, select, tuple_, update
+from sqlalchemy import Dialect, Row, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from app.driver import DriverStatement, compile_for_driver, fetch_one
 from app.extensions import db
 from app.models import Transaction, TransactionStatus, utcnow
 
@@ -43,23 +43,6 @@ class ProcessedTransaction:
     processed_at: datetime
 
 
-@dataclass(frozen=True)
-class DriverStatement:
-    """A Core statement compiled once for a dialect, to run on the DBAPI cursor."""
-
-    sql: str
-    names: tuple[str, ...]  # the parameters, in the order of a positional driver
-    positional: bool
-    to_driver: dict[str, Callable[[Any], Any]]  # the column types' bind processing
-
-    def parameters(self, row: dict[str, Any]) -> tuple | dict:
-        values = [
-            self.to_driver[name](row[name]) if name in self.to_driver else row[name]
-            for name in self.names
-        ]
-        return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
-
-
 @functools.cache
 def _insert_ignoring_conflicts(dialect: Dialect) -> DriverStatement:
     table = Transaction.__table__
@@ -69,18 +52,8 @@ def _insert_ignoring_conflicts(dialect: Dialect) -> DriverStatement:
         .on_conflict_do_nothing(index_elements=["transaction_id"])
         .returning(table.c.transaction_id)
     )
-    columns = [column for column in table.c if column.key in INSERTED_COLUMNS]
-    compiled = statement.compile(dialect=dialect, column_keys=[c.key for c in columns])
-    to_driver = {}
-    for column in columns:
-        processor = column.type.dialect_impl(dialect).bind_processor(dialect)
-        if processor is not None:
-            to_driver[column.key] = processor
-    return DriverStatement(
-        sql=compiled.string,
-        names=tuple(compiled.positiontup or (c.key for c in columns)),
-        positional=bool(compiled.positiontup),
-        to_driver=to_driver,
+    return compile_for_driver(
+        statement, dialect, results=[table.c.transaction_id], column_keys=INSERTED_COLUMNS
     )
 
 
@@ -126,54 +99,21 @@ def _insert(row: dict[str, Any]) -> str | None:
 
 
 def _insert_once(row: dict[str, Any]) -> str | None:
-    # The statement goes to the pooled connection's DBAPI cursor, not through
-    # Connection.execute: SQLAlchemy's execution machinery was a fifth of a webhook's
-    # CPU (README, Performance). The engine autocommits: once this returns, the row is
-    # committed.
-    with db.engine.connect() as connection:
-        statement = _insert_ignoring_conflicts(connection.dialect)
-        parameters = statement.parameters(row)
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(statement.sql, parameters)
-            inserted = cursor.fetchone()
-            cursor.close()
-        except connection.dialect.loaded_dbapi.Error as error:
-            raise _as_sqlalchemy_error(connection, error, statement.sql, cursor) from error
-    return inserted[0] if inserted else None
-
-
-def _as_sqlalchemy_error(
-    connection: Connection, error: Exception, sql: str, cursor: Any
-) -> DBAPIError:
-    """What Connection.execute would raise for this driver error, with the same effect:
-    a connection that the error shows to be dead is invalidated, and so is the rest of
-    the pool, since a database restart killed them all."""
-    dialect = connection.dialect
-    disconnected = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
-    if disconnected:
-        connection.invalidate(error)
-        connection.engine.dispose()
-    return DBAPIError.instance(
-        sql,
-        None,  # the parameters stay out of the message, hence out of any log
-        error,
-        dialect.loaded_dbapi.Error,
-        connection_invalidated=disconnected,
-        dialect=dialect,
-    )
+    inserted = fetch_one(db.engine, _insert_ignoring_conflicts(db.engine.dialect), row)
+    return inserted.transaction_id if inserted else None
 
 
 @functools.cache
-def _select_by_id() -> Select:
+def _select_by_id(dialect: Dialect) -> DriverStatement:
     table = Transaction.__table__
-    return select(table).where(table.c.transaction_id == bindparam("transaction_id"))
+    statement = select(table).where(table.c.transaction_id == bindparam("transaction_id"))
+    return compile_for_driver(statement, dialect, results=list(table.c))
 
 
-def find_transaction(transaction_id: str) -> Row | None:
+def find_transaction(transaction_id: str) -> tuple | None:
     """The stored transaction (attributes as on the model), or None."""
-    with db.engine.connect() as connection:
-        return connection.execute(_select_by_id(), {"transaction_id": transaction_id}).one_or_none()
+    statement = _select_by_id(db.engine.dialect)
+    return fetch_one(db.engine, statement, {"transaction_id": transaction_id})
 
 
 def list_transactions(
