@@ -45,6 +45,7 @@ class ProcessedTransaction:
 
 @functools.cache
 def _insert_ignoring_conflicts(dialect: Dialect) -> DriverStatement:
+    """Built and compiled once per dialect; run for every webhook by app/driver.py."""
     table = Transaction.__table__
     dialect_insert = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
     statement = (
