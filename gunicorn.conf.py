@@ -22,9 +22,12 @@ from app.logs import formatter  # noqa: E402
 wsgi_app = "app:create_app()"
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 
-# Sync workers: a request holds its worker only for a commit (a few ms), and
-# sync beats gthread for this kind of endpoint. Heroku sets WEB_CONCURRENCY per dyno size.
-worker_class = "sync"
+# gevent workers: a client that sends its request one byte at a time, or opens a
+# socket and sends nothing, holds a greenlet, not a process; with sync workers five
+# such sockets stalled the whole service (README, "One pool for both sides").
+# psycopg2 is made cooperative in create_app. Heroku sets WEB_CONCURRENCY per dyno size.
+worker_class = "gevent"
+worker_connections = 1000
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
 
 # Workers signal liveness by touching a file; in memory, not on a (container) disk.

@@ -8,14 +8,21 @@ from flask import Flask
 
 from app.cli import send_webhook
 from app.config import VAR_DIR, load_config
-from app.errors import register_error_handlers
 from app.exact_json import ExactJSONProvider
-from app.extensions import api, engine_options, init_celery, init_db
+from app.extensions import (
+    api,
+    cooperative_database_driver,
+    engine_options,
+    init_celery,
+    init_db,
+)
 from app.logs import configure_logging
 from app.metrics import check_multiprocess_mode
-from app.observability import init_request_observability
-from app.routes import blueprints
-from app.signatures import SignatureVerifier
+from app.web.auth import Tokens
+from app.web.errors import register_error_handlers
+from app.web.observability import init_request_observability
+from app.web.routes import blueprints
+from app.web.signatures import SignatureVerifier
 
 # The OpenAPI document is generated from the routes and Marshmallow schemas themselves.
 OPENAPI_SETTINGS = {
@@ -39,6 +46,7 @@ OPENAPI_SETTINGS = {
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    cooperative_database_driver()
     app = Flask(__name__, static_folder=None)
     app.json = ExactJSONProvider(app)
     app.config.update(load_config())
@@ -64,4 +72,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     init_celery(app)
     secrets = app.config["WEBHOOK_SECRETS"]
     app.extensions["signature_verifier"] = SignatureVerifier(secrets) if secrets else None
+    app.extensions["api_tokens"] = Tokens(
+        app.config["API_READ_TOKENS"], app.config["API_ADMIN_TOKENS"]
+    )
     return app

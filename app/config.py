@@ -11,7 +11,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from app.signatures import parse_secrets
+from app.web.signatures import parse_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
@@ -52,6 +52,18 @@ def seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a whole number, 1 or more; got {raw!r}")
+    return int(raw)
+
+
+def token_list(raw: str | None) -> list[str]:
+    """API_READ_TOKENS / API_ADMIN_TOKENS: comma-separated, so a token can be rotated."""
+    return [token.strip() for token in (raw or "").split(",") if token.strip()]
+
+
 def load_config(
     environ: Mapping[str, str] = os.environ, dotenv_path: Path = PROJECT_ROOT / ".env"
 ) -> dict[str, Any]:
@@ -63,12 +75,23 @@ def load_config(
     return {
         "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL")),
         "CELERY": celery_settings(broker_url(env), env.get("CELERY_RESULT_BACKEND") or None),
+        # The simulated processor's wait: the seed's 30 s, standing in for a slow API.
         "PROCESSING_DELAY_SECONDS": seconds(env, "PROCESSING_DELAY_SECONDS", default=30),
+        # Set, and transactions are processed by POSTing them here (app/processing/http.py).
+        "PROCESSOR_URL": env.get("PROCESSOR_URL") or None,
+        "PROCESSOR_TIMEOUT_SECONDS": seconds(env, "PROCESSOR_TIMEOUT_SECONDS", default=60),
+        "PROCESSING_RETRY_BASE_SECONDS": seconds(env, "PROCESSING_RETRY_BASE_SECONDS", default=5),
+        "PROCESSING_RETRY_MAX_SECONDS": seconds(env, "PROCESSING_RETRY_MAX_SECONDS", default=3600),
+        "PROCESSING_MAX_ATTEMPTS": whole_number(env, "PROCESSING_MAX_ATTEMPTS", default=10),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
         "LOG_FORMAT": "json" if env.get("LOG_FORMAT", "").lower() == "json" else "text",
         "MAX_CONTENT_LENGTH": MAX_WEBHOOK_BYTES,
         # Secrets for Standard Webhooks signatures; none means unsigned webhooks are accepted.
         "WEBHOOK_SECRETS": parse_secrets(env.get("WEBHOOK_SECRET")),
+        # Bearer tokens for the read side and for actions; none set means the read side
+        # is open (as the seed's walk-through expects) and actions are open too.
+        "API_READ_TOKENS": token_list(env.get("API_READ_TOKENS")),
+        "API_ADMIN_TOKENS": token_list(env.get("API_ADMIN_TOKENS")),
     }
 
 
@@ -105,7 +128,7 @@ def celery_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
         "result_backend": result_backend,
         # Nobody reads task results: the transaction row is the result.
         "task_ignore_result": True,
-        "imports": ["app.tasks"],
+        "imports": ["app.processing.tasks"],
         # Acknowledge a message after its task ran, not before: a worker that
         # dies mid-task leaves the message in the broker for another worker.
         "task_acks_late": True,
@@ -131,7 +154,7 @@ def celery_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
         "beat_schedule_filename": str(VAR_DIR / "celerybeat-schedule"),
         "beat_schedule": {
             "process-due-transactions": {
-                "task": "app.tasks.process_due_transactions",
+                "task": "app.processing.tasks.process_due_transactions",
                 "schedule": PROCESS_DUE_EVERY_SECONDS,
                 # Ticks that queued up while no worker ran are worthless later:
                 # the next one that runs picks up everything that is due.

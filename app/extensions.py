@@ -14,8 +14,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
 from sqlalchemy.orm import DeclarativeBase
 
-from app.api import Api
 from app.logs import configure_logging
+from app.web.api import Api
 
 
 class Base(DeclarativeBase):
@@ -56,6 +56,24 @@ def engine_options(url: str) -> dict:
         # A database that is down answers "503" in seconds, not after TCP's minutes.
         "connect_args": {"connect_timeout": 3},
     }
+
+
+def cooperative_database_driver() -> None:
+    """Under gevent (Gunicorn's gevent workers, Celery's gevent pool), make psycopg2 yield.
+
+    Both sides run on green threads so that a slow client or a slow processor call
+    waits without holding a process (README, "One pool for both sides"). psycopg2 is
+    a C extension that gevent's monkey-patching cannot reach; psycogreen installs a
+    wait callback so that a query in flight lets the other greenlets run.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return
+    if monkey.is_module_patched("socket"):
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
 
 
 def init_db(app: Flask) -> None:

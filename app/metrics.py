@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db
-from app.models import Transaction, TransactionStatus, utcnow
+from app.store.models import Transaction, TransactionStatus, utcnow
 
 WEBHOOKS = Counter(
     "webhooks_received",

@@ -23,7 +23,7 @@ from flask import Flask, request
 
 INSERT = """
     INSERT INTO transactions (transaction_id, source_account, destination_account, amount,
-                              currency, status, created_at, process_after)
+                              currency, status, created_at, next_attempt_at)
     VALUES (%s, %s, %s, %s, %s, 'PROCESSING', %s, %s)
     ON CONFLICT (transaction_id) DO NOTHING
 """

@@ -124,7 +124,7 @@ def run(service: Service, redis_server: RedisServer, url: str, total: int, delay
     with engine.connect() as connection:
         processed, longest = connection.execute(
             text(
-                "SELECT count(*), max(extract(epoch FROM processed_at - process_after))"
+                "SELECT count(*), max(extract(epoch FROM processed_at - next_attempt_at))"
                 " FROM transactions WHERE status = 'PROCESSED' AND transaction_id = ANY(:ids)"
             ),
             {"ids": accepted},

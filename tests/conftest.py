@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from app import create_app
 from app.extensions import db
-from app.models import Transaction
+from app.store.models import Transaction
 from scripts.processes import POSTGRES_ADMIN_URL, ThrowawayDatabase
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from helpers import (
 from sqlalchemy import create_engine, make_url, select
 from tcp_proxy import TCPProxy
 
-from app.models import Transaction, TransactionStatus
+from app.store.models import Transaction, TransactionStatus
 from scripts.processes import RedisServer, Service
 
 pytestmark = pytest.mark.processes
@@ -95,8 +95,8 @@ def assert_all_processed_once(service: Service, database, ids: list[str], recove
 
     wait_until(all_processed, timeout=RECOVERY_BOUND.total_seconds(), interval=0.5)
     for row in rows(database, ids):
-        assert row.processed_at >= row.process_after
-        assert row.processed_at <= max(row.process_after, recovered_at) + RECOVERY_BOUND
+        assert row.processed_at >= row.next_attempt_at
+        assert row.processed_at <= max(row.next_attempt_at, recovered_at) + RECOVERY_BOUND
     worker_log = service["worker"].log()
     assert [times_processed(worker_log, i) for i in ids] == [1] * len(ids)
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import Transaction
+from app.store.models import Transaction
 
 URL = "/v1/webhooks/transactions"
 FIELDS = ["transaction_id", "source_account", "destination_account", "amount", "currency"]

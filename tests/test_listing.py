@@ -7,8 +7,8 @@ from helpers import TRANSACTION_FIELDS, as_json, webhook
 from sqlalchemy import insert, update
 
 from app.extensions import db
-from app.models import Transaction, TransactionStatus
-from app.services import process_due_transactions
+from app.store.models import Transaction, TransactionStatus
+from app.store.transactions import process_due_transactions
 
 URL = "/v1/transactions"
 
@@ -57,7 +57,7 @@ def test_filter_by_status(app, client):
         db.session.execute(
             update(Transaction)
             .where(Transaction.transaction_id.in_(processed))
-            .values(process_after=datetime.now(UTC) - timedelta(seconds=1))
+            .values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
         )
         db.session.commit()
         assert sorted(p.transaction_id for p in process_due_transactions()) == sorted(processed)
@@ -93,7 +93,7 @@ def test_transactions_received_in_the_same_microsecond_are_each_listed_once(app,
                     "currency": "USD",
                     "status": TransactionStatus.PROCESSING,
                     "created_at": moment,
-                    "process_after": moment,
+                    "next_attempt_at": moment,
                 }
                 for n in range(5)
             ],

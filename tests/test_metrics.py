@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, delete
 from test_signatures import SECRET, signed_headers
 
-from app.models import Transaction
+from app.store.models import Transaction
 from scripts.processes import Service
 
 pytestmark = pytest.mark.processes

@@ -7,8 +7,8 @@ from sqlalchemy import select
 from test_webhooks import URL
 
 from app.extensions import db
-from app.models import Transaction, TransactionStatus
-from app.services import process_due_transactions
+from app.store.models import Transaction, TransactionStatus
+from app.store.transactions import process_due_transactions
 
 
 def receive(app, count: int, delay: float) -> list[str]:
@@ -39,7 +39,7 @@ def test_only_transactions_whose_delay_has_passed_are_processed(app):
     assert sorted(p.transaction_id for p in processed) == sorted(due)
     for row in rows(app, due).values():
         assert row.status is TransactionStatus.PROCESSED
-        assert row.processed_at >= row.process_after
+        assert row.processed_at >= row.next_attempt_at
     for row in rows(app, waiting).values():
         assert row.status is TransactionStatus.PROCESSING
         assert row.processed_at is None

@@ -8,7 +8,7 @@ from helpers import webhook
 from marshmallow import ValidationError
 
 from app.exact_json import loads_exact
-from app.schemas import TransactionSchema, WebhookTransactionSchema, plain_number, to_iso8601
+from app.web.schemas import TransactionSchema, WebhookTransactionSchema, plain_number, to_iso8601
 
 schema = WebhookTransactionSchema()
 

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
 from app.extensions import db
-from app.models import Transaction
-from app.signatures import parse_secrets
+from app.store.models import Transaction
+from app.web.signatures import parse_secrets
 
 URL = "/v1/webhooks/transactions"
 SECRET = "whsec_" + base64.b64encode(b"a secret of thirty-two bytes!!!!").decode()

@@ -71,7 +71,7 @@ def test_unexpected_exception_is_500_json_without_internals(app, client, monkeyp
     def broken(_transaction_id):
         raise RuntimeError("secret internals: password=hunter2")
 
-    monkeypatch.setattr("app.services.find_transaction", broken)
+    monkeypatch.setattr("app.store.transactions.find_transaction", broken)
     response = client.get("/v1/transactions/anything")
     problem = assert_problem(response, 500)
     assert "hunter2" not in response.get_data(as_text=True)

@@ -7,7 +7,7 @@ from helpers import as_json, webhook
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import Transaction, TransactionStatus
+from app.store.models import Transaction, TransactionStatus
 
 URL = "/v1/webhooks/transactions"
 ACCEPTED = {"message": "Webhook received and queued for processing"}
@@ -51,7 +51,7 @@ def test_new_transaction_is_stored_processing_and_acknowledged_202(app, client):
     assert row.currency == "USD"
     assert row.processed_at is None
     delay = app.config["PROCESSING_DELAY_SECONDS"]
-    assert (row.process_after - row.created_at).total_seconds() == pytest.approx(delay)
+    assert (row.next_attempt_at - row.created_at).total_seconds() == pytest.approx(delay)
 
 
 def test_amount_survives_exactly(app, client):
@@ -73,7 +73,7 @@ def test_identical_duplicate_is_200_and_changes_nothing(app, client):
     assert "Duplicate" in again.get_json()["message"]
     assert stored_count(app) == 1
     after = stored(app, body["transaction_id"])
-    assert (after.created_at, after.process_after) == (before.created_at, before.process_after)
+    assert (after.created_at, after.next_attempt_at) == (before.created_at, before.next_attempt_at)
 
 
 def test_duplicate_in_another_but_equal_form_is_identical(app, client):

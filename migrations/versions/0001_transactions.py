@@ -8,7 +8,7 @@ Create Date: 2026-11-26
 import sqlalchemy as sa
 from alembic import op
 
-from app.models import ExactDecimal, UTCDateTime
+from app.store.models import ExactDecimal, UTCDateTime
 
 revision = "0001"
 down_revision = None

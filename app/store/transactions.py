@@ -15,12 +15,12 @@ from sqlalchemy import Dialect, Row, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from app.driver import DriverStatement, compile_for_driver, fetch_one
 from app.extensions import db
-from app.models import Transaction, TransactionStatus, utcnow
+from app.store.driver import DriverStatement, compile_for_driver, fetch_one
+from app.store.models import Transaction, TransactionStatus, utcnow
 
 BUSINESS_FIELDS = ("source_account", "destination_account", "amount", "currency")
-INSERTED_COLUMNS = ("transaction_id", *BUSINESS_FIELDS, "status", "created_at", "process_after")
+INSERTED_COLUMNS = ("transaction_id", *BUSINESS_FIELDS, "status", "created_at", "next_attempt_at")
 
 
 class Receipt(enum.Enum):
@@ -45,7 +45,7 @@ class ProcessedTransaction:
 
 @functools.cache
 def _insert_ignoring_conflicts(dialect: Dialect) -> DriverStatement:
-    """Built and compiled once per dialect; run for every webhook by app/driver.py."""
+    """Built and compiled once per dialect; run for every webhook by app/store/driver.py."""
     table = Transaction.__table__
     dialect_insert = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
     statement = (
@@ -73,7 +73,7 @@ def ingest_webhook(payload: dict[str, Any]) -> Receipt:
         **{field: payload[field] for field in ("transaction_id", *BUSINESS_FIELDS)},
         "status": TransactionStatus.PROCESSING,
         "created_at": received_at,
-        "process_after": received_at + delay,
+        "next_attempt_at": received_at + delay,
     }
     if _insert(row) is not None:
         return Receipt.ACCEPTED
@@ -156,8 +156,8 @@ def _process_batch(batch_size: int) -> list[ProcessedTransaction]:
     still_processing = Transaction.status == TransactionStatus.PROCESSING
     due = (
         select(Transaction.transaction_id)
-        .where(still_processing, Transaction.process_after <= now)
-        .order_by(Transaction.process_after)
+        .where(still_processing, Transaction.next_attempt_at <= now)
+        .order_by(Transaction.next_attempt_at)
         .limit(batch_size)
         .with_for_update(skip_locked=True)
     )

@@ -1,11 +1,11 @@
 from flask import Response, current_app, g, request
 
-from app.api import Blueprint, problem_responses
-from app.errors import problem
 from app.exact_json import dumps_exact
-from app.schemas import AcknowledgementSchema, WebhookTransactionSchema
-from app.services import ConflictingDuplicate, Receipt, ingest_webhook
-from app.signatures import InvalidSignature
+from app.store.transactions import ConflictingDuplicate, Receipt, ingest_webhook
+from app.web.api import Blueprint, problem_responses
+from app.web.errors import problem
+from app.web.schemas import AcknowledgementSchema, WebhookTransactionSchema
+from app.web.signatures import InvalidSignature
 
 blp = Blueprint(
     "webhooks", __name__, url_prefix="/v1/webhooks", description="Webhooks from payment providers."

@@ -5,7 +5,8 @@ import logging
 from celery import shared_task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app import metrics, services
+from app import metrics
+from app.store import transactions as store
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def process_due_transactions() -> int:
     a lost message, a dead worker, a database that was away.
     """
     try:
-        processed = services.process_due_transactions()
+        processed = store.process_due_transactions()
     except (OperationalError, InterfaceError) as exc:
         # One line, not a traceback a second: the next tick tries again.
         log.warning("database unavailable, will retry next tick: %s", str(exc).splitlines()[0])

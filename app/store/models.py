@@ -1,10 +1,16 @@
-"""The one table: a transaction as received, and how far its processing has got."""
+"""The one table: a transaction as received, and how far its processing has got.
+
+The row is also the work queue (the outbox): a transaction is due when it is
+PROCESSING and its `next_attempt_at` has passed. A worker claims it by moving
+`next_attempt_at` to `claimed_until` (the processor timeout plus a margin) and
+counting the attempt; if the worker dies, the row simply falls due again then.
+"""
 
 import enum
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import Dialect, Enum, Index, Numeric, String, TypeDecorator
+from sqlalchemy import Dialect, Enum, Index, Numeric, String, Text, TypeDecorator
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import DateTime
 
@@ -21,8 +27,9 @@ def utcnow() -> datetime:
 
 
 class TransactionStatus(enum.StrEnum):
-    PROCESSING = "PROCESSING"
-    PROCESSED = "PROCESSED"
+    PROCESSING = "PROCESSING"  # received; waiting for, or in, an attempt
+    PROCESSED = "PROCESSED"  # the processor answered done
+    FAILED = "FAILED"  # refused for good, or out of attempts; an operator may re-drive it
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
@@ -77,16 +84,25 @@ class Transaction(db.Model):
         Enum(TransactionStatus, native_enum=False, create_constraint=True, name="status", length=16)
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    # When processing is due: created_at + PROCESSING_DELAY_SECONDS, fixed at receipt.
-    process_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    # When the next attempt is due; NULL once the outcome is final. While an attempt
+    # runs it equals claimed_until, so a dead worker's transaction falls due again.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Processor calls made so far (the attempt in flight included).
+    attempts: Mapped[int] = mapped_column(server_default="0")
+    # Set while an attempt is in flight: nobody else calls the processor for this
+    # transaction before then, and the attempt's answer counts only until then.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text())
+    processor_reference: Mapped[str | None] = mapped_column(String(255))
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         # Only the transactions still waiting, in the order they fall due: the
         # worker's query reads this index, and it stays as small as the backlog.
         Index(
             "ix_transactions_due",
-            "process_after",
+            "next_attempt_at",
             postgresql_where=status == TransactionStatus.PROCESSING.value,
             sqlite_where=status == TransactionStatus.PROCESSING.value,
         ),
@@ -101,4 +117,15 @@ class Transaction(db.Model):
             postgresql_where=status == TransactionStatus.PROCESSING.value,
             sqlite_where=status == TransactionStatus.PROCESSING.value,
         ),
+        # ...and those FAILED, which the operator's page and re-drive look for.
+        Index(
+            "ix_transactions_newest_failed",
+            "created_at",
+            "transaction_id",
+            postgresql_where=status == TransactionStatus.FAILED.value,
+            sqlite_where=status == TransactionStatus.FAILED.value,
+        ),
+        # The dashboard's last hour, minute by minute, without scanning the table.
+        Index("ix_transactions_processed_at", "processed_at"),
+        Index("ix_transactions_failed_at", "failed_at"),
     )

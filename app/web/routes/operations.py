@@ -3,12 +3,12 @@
 from flask import Response, current_app
 
 from app import metrics
-from app.api import Blueprint, problem_responses
-from app.errors import problem
 from app.extensions import db
-from app.models import utcnow
-from app.readiness import check_components
-from app.schemas import HealthSchema, ReadinessSchema, to_iso8601
+from app.store.models import utcnow
+from app.web.api import Blueprint, problem_responses
+from app.web.errors import problem
+from app.web.readiness import check_components
+from app.web.schemas import HealthSchema, ReadinessSchema, to_iso8601
 
 blp = Blueprint("operations", __name__, description="Liveness, readiness and metrics.")
 

@@ -7,8 +7,8 @@ import flask
 import flask_smorest
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 
-from app.errors import ProblemSchema, http_error
 from app.exact_json import InvalidJSON, loads_exact
+from app.web.errors import ProblemSchema, http_error
 
 
 class JSONBodyParser(FlaskParser):

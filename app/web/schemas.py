@@ -9,7 +9,7 @@ from typing import Any
 import iso4217
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from app.models import AMOUNT_PRECISION, AMOUNT_SCALE, TransactionStatus
+from app.store.models import AMOUNT_PRECISION, AMOUNT_SCALE, TransactionStatus
 
 # ISO 4217 codes with their minor units (USD 2, JPY 0, KWD 3). Codes without
 # minor units (gold XAU, testing XTS, "no currency" XXX) are not money we move.

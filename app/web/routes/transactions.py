@@ -1,9 +1,9 @@
 from flask import g
 from flask_smorest import abort
 
-from app import services
-from app.api import Blueprint, problem_responses
-from app.schemas import (
+from app.store import transactions as store
+from app.web.api import Blueprint, problem_responses
+from app.web.schemas import (
     MAX_PAGE_SIZE,
     TransactionPageSchema,
     TransactionQuerySchema,
@@ -25,9 +25,7 @@ blp = Blueprint(
 def list_transactions(query: dict):
     """Transactions, newest first, optionally only those in one status (keyset pagination)."""
     limit = min(query["limit"], MAX_PAGE_SIZE)
-    rows = services.list_transactions(
-        status=query["status"], limit=limit + 1, after=query["cursor"]
-    )
+    rows = store.list_transactions(status=query["status"], limit=limit + 1, after=query["cursor"])
     page = rows[:limit]
     more = len(rows) > limit
     return {
@@ -46,7 +44,7 @@ def list_transactions(query: dict):
 )
 def get_transaction(transaction_id: str):
     g.transaction_id = transaction_id  # for the request's log line
-    transaction = services.find_transaction(transaction_id)
+    transaction = store.find_transaction(transaction_id)
     if transaction is None:
         abort(404, message=f"No transaction with id {transaction_id!r}.")
     return transaction

@@ -1,7 +1,0 @@
-"""HTTP only: each module parses a request, calls a service, shapes the answer."""
-
-from app.routes.operations import blp as operations_blp
-from app.routes.transactions import blp as transactions_blp
-from app.routes.webhooks import blp as webhooks_blp
-
-blueprints = (operations_blp, webhooks_blp, transactions_blp)

@@ -1,0 +1,66 @@
+"""Who may read and who may act: API tokens from API_READ_TOKENS and API_ADMIN_TOKENS.
+
+A token is sent as `Authorization: Bearer <token>` (API clients, Prometheus), or as
+the password of HTTP Basic with any user name (a browser on the operator's page asks
+once and then sends it with every request of that page).
+"""
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+
+
+class Role(enum.IntEnum):
+    READ = 1  # may read transactions, metrics and the operator's page
+    ADMIN = 2  # may also act: re-drive
+
+
+class Tokens:
+    """The configured tokens; `role()` compares in constant time and never logs a token."""
+
+    def __init__(self, read: list[str], admin: list[str]):
+        # Compared as digests: the comparison takes the same time whatever the
+        # length of the token sent or of the tokens configured.
+        self._digests = [(_digest(t), Role.ADMIN) for t in admin] + [
+            (_digest(t), Role.READ) for t in read
+        ]
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._digests)
+
+    def role(self, token: str | None) -> Role | None:
+        """The role of this token, or None for a missing or unknown one."""
+        if not token:
+            return None
+        sent = _digest(token)
+        found = None
+        for digest, role in self._digests:  # every one, so timing says nothing
+            if hmac.compare_digest(sent, digest) and found is None:
+                found = role
+        return found
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def token_from_header(authorization: str | None) -> tuple[str, str | None]:
+    """(scheme, token) from an Authorization header: "bearer" or "basic"; token None if absent."""
+    if not authorization:
+        return "", None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    scheme = scheme.lower()
+    credentials = credentials.strip()
+    if scheme == "bearer":
+        return scheme, credentials or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return scheme, None
+        _user, _, password = decoded.partition(":")
+        return scheme, password or None
+    return scheme, None
