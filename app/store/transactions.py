@@ -170,3 +170,49 @@ def _process_batch(batch_size: int) -> list[ProcessedTransaction]:
     with db.engine.connect() as connection:  # one statement, committed on its own
         rows = connection.execute(statement).all()
     return [ProcessedTransaction(*row) for row in rows]
+
+
+def _failed(since: datetime | None, error_contains: str | None, ids: list[str] | None):
+    """The WHERE clause for FAILED transactions, narrowed by the re-drive's filters."""
+    table = Transaction.__table__
+    clauses = [table.c.status == TransactionStatus.FAILED]
+    if ids is not None:
+        clauses.append(table.c.transaction_id.in_(ids))
+    if since is not None:
+        clauses.append(table.c.failed_at >= since)
+    if error_contains:
+        clauses.append(table.c.last_error.contains(error_contains, autoescape=True))
+    return clauses
+
+
+def redrive_failed(
+    *,
+    transaction_ids: list[str] | None = None,
+    since: datetime | None = None,
+    error_contains: str | None = None,
+    dry_run: bool = False,
+) -> list[str]:
+    """Move FAILED transactions back to PROCESSING, due now, attempts counted afresh.
+
+    Returns the ids re-driven (or, with dry_run, those that would be). The UPDATE is
+    conditional on FAILED, so two operators re-driving at once move each row once.
+    last_error stays until the next attempt's outcome replaces it.
+    """
+    table = Transaction.__table__
+    where = _failed(since, error_contains, transaction_ids)
+    with db.engine.connect() as connection:
+        if dry_run:
+            return list(connection.scalars(select(table.c.transaction_id).where(*where)))
+        statement = (
+            update(table)
+            .where(*where)
+            .values(
+                status=TransactionStatus.PROCESSING,
+                next_attempt_at=utcnow(),
+                attempts=0,
+                claimed_until=None,
+                failed_at=None,
+            )
+            .returning(table.c.transaction_id)
+        )
+        return list(connection.scalars(statement))

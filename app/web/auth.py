@@ -8,8 +8,13 @@ once and then sends it with every request of that page).
 import base64
 import binascii
 import enum
+import functools
 import hashlib
 import hmac
+
+from flask import Response, current_app, g, request
+
+from app.web.errors import problem
 
 
 class Role(enum.IntEnum):
@@ -64,3 +69,58 @@ def token_from_header(authorization: str | None) -> tuple[str, str | None]:
         _user, _, password = decoded.partition(":")
         return scheme, password or None
     return scheme, None
+
+
+# Browsers send cached Basic credentials with any request to this host, a forged
+# cross-site form POST included; a form cannot set this header, so an action
+# authenticated by Basic must carry it (the operator's page sends it).
+ACTION_HEADER = "X-Requested-With"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def requires(role: Role, challenge: str = "Bearer"):
+    """A view decorator: 401 without a known token, 403 with one of too small a role.
+
+    With no token configured at all, everything is open (start-up warns). `challenge`
+    is the scheme named in WWW-Authenticate: Bearer for the API, Basic for pages, so
+    that a browser asks for the token once.
+    """
+
+    def decorator(view):
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            refusal = refuse(role, challenge)
+            return refusal if refusal is not None else view(*args, **kwargs)
+
+        return guarded
+
+    return decorator
+
+
+def refuse(role: Role, challenge: str = "Bearer") -> Response | None:
+    """The refusal for this request, or None if it may go on."""
+    tokens: Tokens = current_app.extensions["api_tokens"]
+    if not tokens.configured:
+        return None
+    scheme, token = token_from_header(request.headers.get("Authorization"))
+    granted = tokens.role(token)
+    if granted is None:
+        detail = "Send a token: Authorization: Bearer <token>."
+        if token:
+            detail = "The token is not one of ours."
+        realm = 'realm="webhook transaction service"'
+        return problem(
+            401, "Unauthorized", detail, headers={"WWW-Authenticate": f"{challenge} {realm}"}
+        )
+    g.role = granted
+    if granted < role:
+        return problem(403, "Forbidden", "This token may read, not act; use an admin token.")
+    if (
+        scheme == "basic"
+        and request.method not in SAFE_METHODS
+        and not request.headers.get(ACTION_HEADER)
+    ):
+        return problem(
+            403, "Forbidden", f"An action authenticated by Basic must send {ACTION_HEADER}."
+        )
+    return None

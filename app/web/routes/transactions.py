@@ -1,8 +1,11 @@
-from flask import g
+from flask import Response, g
 from flask_smorest import abort
 
+from app.exact_json import dumps_exact
 from app.store import transactions as store
 from app.web.api import Blueprint, problem_responses
+from app.web.auth import Role, requires
+from app.web.errors import problem
 from app.web.schemas import (
     MAX_PAGE_SIZE,
     TransactionPageSchema,
@@ -48,3 +51,31 @@ def get_transaction(transaction_id: str):
     if transaction is None:
         abort(404, message=f"No transaction with id {transaction_id!r}.")
     return transaction
+
+
+@blp.post("/<path:transaction_id>/retry")
+@blp.doc(
+    responses={"202": {"description": "Moved back to PROCESSING, due now."}}
+    | problem_responses(
+        {
+            404: "No transaction with this id.",
+            409: "The transaction is not FAILED.",
+            503: "The database is unavailable.",
+        }
+    )
+)
+@requires(Role.ADMIN)
+def retry_transaction(transaction_id: str):
+    """Re-drive a FAILED transaction: PROCESSING again, due now, its attempts counted afresh."""
+    g.transaction_id = transaction_id
+    if store.redrive_failed(transaction_ids=[transaction_id]):
+        body = {"transaction_id": transaction_id, "status": "PROCESSING"}
+        return Response(dumps_exact(body), status=202, mimetype="application/json")
+    transaction = store.find_transaction(transaction_id)
+    if transaction is None:
+        abort(404, message=f"No transaction with id {transaction_id!r}.")
+    return problem(
+        409,
+        "Conflict",
+        f"Transaction {transaction_id!r} is {transaction.status}; only FAILED ones are re-driven.",
+    )
