@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from app.cli import send_webhook
+from app.cli import retry_failed, send_webhook
 from app.config import VAR_DIR, load_config
 from app.exact_json import ExactJSONProvider
 from app.extensions import (
@@ -18,6 +18,7 @@ from app.extensions import (
 )
 from app.logs import configure_logging
 from app.metrics import check_multiprocess_mode
+from app.processing.processor import processor_from_config
 from app.web.auth import Tokens
 from app.web.errors import register_error_handlers
 from app.web.observability import init_request_observability
@@ -69,9 +70,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     init_request_observability(app)
     check_multiprocess_mode()
     app.cli.add_command(send_webhook)
+    app.cli.add_command(retry_failed)
     init_celery(app)
     secrets = app.config["WEBHOOK_SECRETS"]
     app.extensions["signature_verifier"] = SignatureVerifier(secrets) if secrets else None
+    app.extensions["processor"] = processor_from_config(app.config)
     app.extensions["api_tokens"] = Tokens(
         app.config["API_READ_TOKENS"], app.config["API_ADMIN_TOKENS"]
     )

@@ -19,6 +19,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -45,8 +46,33 @@ ACKNOWLEDGEMENT_SECONDS = Histogram(
 PROCESSED = Counter("transactions_processed", "Transactions moved from PROCESSING to PROCESSED.")
 RECEIVED_TO_PROCESSED_SECONDS = Histogram(
     "transaction_received_to_processed_seconds",
-    "Time from receipt to PROCESSED; PROCESSING_DELAY_SECONDS plus the pipeline's own lag.",
+    "Time from receipt to PROCESSED: the processor's latency, retries, and the pipeline's lag.",
     buckets=(1, 2, 5, 10, 20, 30, 31, 32, 35, 45, 60, 120, 300, 900, 3600),
+)
+PROCESSOR_CALLS = Counter(
+    "processor_calls",
+    "Processor calls, by answer: done, retry_later (including timeouts and refused "
+    "connections) or failed_for_good.",
+    ["outcome"],
+)
+PROCESSOR_SECONDS = Histogram(
+    "processor_call_seconds",
+    "How long one processor call took, whatever it answered.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+PROCESSOR_IN_FLIGHT = Gauge(
+    "processor_calls_in_flight",
+    "Processor calls under way now, over every worker process.",
+    multiprocess_mode="livesum",
+)
+RETRIES_SCHEDULED = Counter(
+    "processing_retries_scheduled", "Attempts that ended in a retry later, with a backoff."
+)
+ATTEMPTS = Histogram(
+    "transaction_attempts",
+    "Processor calls a transaction took, observed when it ends PROCESSED or FAILED.",
+    ["status"],
+    buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20),
 )
 
 # Where a status code leaves a webhook, for the outcome label.
@@ -75,10 +101,25 @@ def record_webhook(status: int, seconds: float) -> None:
     ACKNOWLEDGEMENT_SECONDS.observe(seconds)
 
 
-def record_processed(waited_seconds: list[float]) -> None:
-    PROCESSED.inc(len(waited_seconds))
-    for seconds in waited_seconds:
-        RECEIVED_TO_PROCESSED_SECONDS.observe(seconds)
+CALLS_BY_OUTCOME = {
+    outcome: PROCESSOR_CALLS.labels(outcome)
+    for outcome in ("done", "retry_later", "failed_for_good")
+}
+
+
+def record_attempt(
+    outcome: str, seconds: float, status: str, attempt: int, waited: float | None
+) -> None:
+    """One processor call and what it made of the transaction (status after it)."""
+    CALLS_BY_OUTCOME[outcome].inc()
+    PROCESSOR_SECONDS.observe(seconds)
+    if status == "PROCESSING":
+        RETRIES_SCHEDULED.inc()
+        return
+    ATTEMPTS.labels(status).observe(attempt)
+    if waited is not None:
+        PROCESSED.inc()
+        RECEIVED_TO_PROCESSED_SECONDS.observe(waited)
 
 
 class PipelineCollector:
