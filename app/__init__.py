@@ -8,6 +8,7 @@ from flask import Flask
 
 from app.cli import send_webhook
 from app.config import VAR_DIR, load_config
+from app.dashboard import blp as dashboard_blp
 from app.exact_json import ExactJSONProvider
 from app.extensions import (
     api,
@@ -65,6 +66,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     api.init_app(app)
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
+    app.register_blueprint(dashboard_blp)  # a page, not part of the API's description
     register_error_handlers(app)
     init_request_observability(app)
     check_multiprocess_mode()
