@@ -65,7 +65,8 @@ def due_now(connection: Connection, now: datetime) -> int:
 
 
 def newest_failed(connection: Connection, limit: int = FAILED_SHOWN) -> list[Row]:
-    """FAILED transactions, newest first (ix_transactions_newest_failed)."""
+    """FAILED transactions, the latest failure first (ix_transactions_failed_at, read
+    backwards from its newest end; failed_at is set exactly while a row is FAILED)."""
     query = (
         select(
             table.c.transaction_id,
@@ -76,8 +77,8 @@ def newest_failed(connection: Connection, limit: int = FAILED_SHOWN) -> list[Row
             table.c.attempts,
             table.c.last_error,
         )
-        .where(table.c.status == TransactionStatus.FAILED)
-        .order_by(table.c.created_at.desc(), table.c.transaction_id.desc())
+        .where(table.c.status == TransactionStatus.FAILED, table.c.failed_at.is_not(None))
+        .order_by(table.c.failed_at.desc(), table.c.transaction_id.desc())
         .limit(limit)
     )
     return list(connection.execute(query))

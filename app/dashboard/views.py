@@ -16,7 +16,7 @@ from app.store import transactions as store
 from app.store.models import utcnow
 from app.web.auth import ACTION_HEADER, Role, refuse
 from app.web.errors import problem
-from app.web.schemas import plain_number, to_iso8601
+from app.web.schemas import MINOR_UNITS, plain_number, to_iso8601
 
 # How often the page asks for fresh data.
 REFRESH_SECONDS = 5
@@ -135,19 +135,29 @@ def find(transaction_id: str) -> Response:
         column: _plain(getattr(row, column))
         for column in queries.table.c.keys()  # every column, in the table's order
     }
+    record["amount"] = money(row.amount, row.currency)
     return _json(record)
 
 
 def _failed(row) -> dict[str, Any]:
     return {
         "transaction_id": row.transaction_id,
-        "amount": _plain(row.amount),
+        "amount": money(row.amount, row.currency),
         "currency": row.currency,
         "created_at": to_iso8601(row.created_at),
         "failed_at": _plain(row.failed_at),
         "attempts": row.attempts,
         "last_error": row.last_error,
     }
+
+
+def money(amount: Decimal, currency: str) -> str:
+    """As a person reads it, with the currency's minor units: 1739.7 USD -> "1739.70".
+    Exact: a stored amount never has more places than its currency."""
+    places = MINOR_UNITS.get(currency)
+    if places is None or -plain_number(amount).as_tuple().exponent > places:
+        return str(plain_number(amount))
+    return str(amount.quantize(Decimal(1).scaleb(-places)))
 
 
 def _plain(value: Any) -> Any:

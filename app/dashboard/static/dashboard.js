@@ -80,6 +80,17 @@
     return node;
   }
 
+  function axisSeconds(value) {
+    if (value === 0) return "0 s";
+    if (value < 1) return `${Math.round(value * 1000)} ms`;
+    return value < 600 ? `${+value.toFixed(1)} s` : `${+(value / 60).toFixed(1)} min`;
+  }
+
+  // 2026-11-27T17:48:52.996894Z -> 2026-11-27 17:48:52Z: a table cell needs no microseconds.
+  function shortTime(iso) {
+    return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "–";
+  }
+
   function niceMax(value) {
     if (value <= 0) return 1;
     const power = 10 ** Math.floor(Math.log10(value));
@@ -89,7 +100,10 @@
 
   function frame(node, minutes, maxValue, formatValue) {
     node.replaceChildren();
-    const [, , width, height] = node.getAttribute("viewBox").split(" ").map(Number);
+    // As wide as it is drawn, so that its text stays legible on a phone.
+    const width = Math.max(300, Math.round(node.getBoundingClientRect().width) || 720);
+    const height = Number(node.dataset.height);
+    node.setAttribute("viewBox", `0 0 ${width} ${height}`);
     const plotWidth = width - PAD.left - PAD.right;
     const plotHeight = height - PAD.top - PAD.bottom;
     const x = (i) => PAD.left + (plotWidth * i) / Math.max(minutes.length - 1, 1);
@@ -154,7 +168,7 @@
 
   function drawLatency(node, minutes) {
     const highest = Math.max(0, ...minutes.map((m) => m.p99_seconds || 0));
-    const scale = frame(node, minutes, niceMax(highest), (v) => duration(v));
+    const scale = frame(node, minutes, niceMax(highest), axisSeconds);
     line(node, minutes, "p50_seconds", "s-p50", scale);
     line(node, minutes, "p99_seconds", "s-p99", scale);
     hoverTargets(node, minutes, scale, (m) => m.p50_seconds === null
@@ -200,7 +214,7 @@
     row.append(idCell);
     row.append(el("td", { class: "amount", "data-label": "Amount" },
       `${transaction.amount} ${transaction.currency}`));
-    row.append(el("td", { class: "time", "data-label": "Failed at" }, transaction.failed_at || "–"));
+    row.append(el("td", { class: "time", "data-label": "Failed at" }, shortTime(transaction.failed_at)));
     row.append(el("td", { class: "attempts", "data-label": "Attempts" }, transaction.attempts));
     row.append(el("td", { class: "error", "data-label": "Last error" },
       transaction.last_error || "(none recorded)"));
@@ -298,6 +312,12 @@
       if (lastData) renderFailed(lastData);
     });
   }
+
+  let resizing = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(() => lastData && render(lastData), 150);
+  });
 
   refresh();
 })();
