@@ -223,6 +223,11 @@ def test_it_fits_a_phone_screen(guarded, engine, pages, tmp_path):
     expect(page.locator('tr[data-transaction-id="txn_on_a_phone"] button.redrive')).to_be_visible()
     wider = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert wider <= 0, f"the page is {wider}px wider than the phone's screen"
+    # The failure's reason and its button are on screen, not off to the side of a table.
+    row = page.locator('tr[data-transaction-id="txn_on_a_phone"]')
+    for part in ("td.error", "button.redrive", "input[type=checkbox]"):
+        box = row.locator(part).bounding_box()
+        assert 0 <= box["x"] and box["x"] + box["width"] <= 390, (part, box)
     page.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
     assert browser_page.errors == []
 
