@@ -90,7 +90,7 @@ def data() -> Response:
     """Everything the page shows, as of one moment (`generated_at`)."""
     now = utcnow()
     with queries.connect() as connection:
-        counts = queries.status_counts(connection)
+        counts, processed_estimated = queries.status_counts(connection)
         oldest = queries.oldest_processing(connection)
         due = queries.due_now(connection, now)
         failed = queries.newest_failed(connection)
@@ -99,6 +99,8 @@ def data() -> Response:
         "generated_at": to_iso8601(now),
         "access": access(),
         "counts": counts,
+        # True when the PROCESSED total is PostgreSQL's estimate (a large table).
+        "processed_estimated": processed_estimated,
         "oldest_processing": None
         if oldest is None
         else {

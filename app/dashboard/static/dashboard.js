@@ -59,6 +59,10 @@
     for (const [status, count] of Object.entries(data.counts)) {
       $(`count-${status}`).textContent = count.toLocaleString("en");
     }
+    if (data.processed_estimated) {
+      $("count-PROCESSED").textContent = `≈ ${data.counts.PROCESSED.toLocaleString("en")}`;
+      $("count-PROCESSED").title = "Estimated from PostgreSQL's row count of the table";
+    }
     const oldest = data.oldest_processing;
     $("oldest-age").textContent = oldest ? duration(oldest.age_seconds) : "none";
     $("oldest-id").textContent = oldest ? oldest.transaction_id : "";
