@@ -70,6 +70,11 @@ def test_an_empty_table_is_shown_as_nothing_to_do(client):
     assert data["oldest_processing"] is None and data["due_now"] == 0 and data["failed"] == []
     assert len(data["last_hour"]) == 60
     assert all(m["received"] == m["processed"] == m["failed"] == 0 for m in data["last_hour"])
+    starts = [datetime.fromisoformat(m["minute"]) for m in data["last_hour"]]
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:00Z", m["minute"]) for m in data["last_hour"]
+    )
+    assert [b - a for a, b in zip(starts, starts[1:], strict=False)] == [timedelta(minutes=1)] * 59
 
 
 # A fixed moment, so that no minute rolls over during the test.
@@ -321,3 +326,13 @@ def test_every_query_of_the_page_reads_an_index_on_postgresql(postgres_app):
     }
     for fragment, index in expected.items():
         assert re.search(rf"\b{index}\b", plan_of(fragment)), (fragment, plan_of(fragment))
+
+
+def test_a_database_that_is_away_is_a_503_problem_not_a_traceback():
+    app = make_app("postgresql+psycopg2://postgres@127.0.0.1:1/nowhere")  # nothing listens
+    client = app.test_client()
+    for url in ("/dashboard/data", "/dashboard/transactions/txn_1"):
+        body = assert_problem(client.get(url), 503)
+        assert body["detail"] == "The database is unavailable; retry later."
+    with app.app_context():
+        db.engine.dispose()
