@@ -252,7 +252,7 @@ def test_the_re_drive_buttons_move_failed_transactions_on(guarded, engine, pages
     expect(page.locator("#failed-empty")).to_be_visible()
 
 
-def test_a_read_token_sees_failures_but_cannot_act(guarded, engine, pages):
+def test_a_read_token_sees_failures_but_cannot_act(guarded, engine, pages, tmp_path):
     add(engine, [failed("txn_read_only", utcnow(), ERRORS[3])])
     browser_page = pages(READ)
     page = browser_page.open_dashboard(guarded)
@@ -262,6 +262,7 @@ def test_a_read_token_sees_failures_but_cannot_act(guarded, engine, pages):
     expect(page.locator("button.redrive")).to_have_count(0)
     expect(page.locator("#redrive-selected")).to_have_count(0)
     expect(row.locator("input[type=checkbox]")).to_have_count(0)
+    page.screenshot(path=str(tmp_path / "dashboard-read-token.png"), full_page=True)
 
     # The action itself is refused, from this page's own context and from anywhere else.
     status = page.evaluate(

@@ -75,7 +75,7 @@
   // --- the charts (SVG) ----------------------------------------------------------------
 
   const SVG = "http://www.w3.org/2000/svg";
-  const PAD = { left: 44, right: 8, top: 10, bottom: 22 };
+  const PAD = { left: 54, right: 8, top: 10, bottom: 22 };
 
   function svg(tag, attributes, text) {
     const node = document.createElementNS(SVG, tag);
@@ -162,7 +162,8 @@
 
   function drawCounts(node, minutes) {
     const highest = Math.max(...minutes.map((m) => Math.max(m.received, m.processed, m.failed)));
-    const scale = frame(node, minutes, niceMax(highest), (v) => String(Math.round(v)));
+    // At least 0, 1, 2 on the axis: whole transactions, however quiet the hour.
+    const scale = frame(node, minutes, niceMax(Math.max(highest, 2)), (v) => String(v));
     line(node, minutes, "received", "s-received", scale);
     line(node, minutes, "processed", "s-processed", scale);
     line(node, minutes, "failed", "s-failed", scale);
@@ -173,6 +174,10 @@
   function drawLatency(node, minutes) {
     const highest = Math.max(0, ...minutes.map((m) => m.p99_seconds || 0));
     const scale = frame(node, minutes, niceMax(highest), axisSeconds);
+    if (minutes.every((m) => m.p50_seconds === null)) {
+      node.append(svg("text", { x: scale.width / 2, y: scale.y(0.75) + 4, class: "axis",
+        "text-anchor": "middle" }, "Nothing was processed in the last hour"));
+    }
     line(node, minutes, "p50_seconds", "s-p50", scale);
     line(node, minutes, "p99_seconds", "s-p99", scale);
     hoverTargets(node, minutes, scale, (m) => m.p50_seconds === null
