@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite against a real PostgreSQL and Redis.
 # Creates .venv if needed, installs the requirements, makes sure PostgreSQL and
-# Redis answer (starting or installing them where it can), then runs pytest.
+# Redis answer (starting or installing them where it can) and that Debian's chromium
+# is installed (for the browser tests), then runs pytest.
 # Each test session creates its own throwaway PostgreSQL database and drops it.
 # Arguments go to pytest: ./run_tests.sh -k webhooks -x
 set -euo pipefail
@@ -49,11 +50,20 @@ ensure_redis() {
   die "Redis does not answer at $TEST_REDIS_URL. Start it, or set TEST_REDIS_URL."
 }
 
+# The browser tests drive Debian's chromium through Playwright, which cannot download
+# a browser of its own here; without it they fail (never skip) and say so.
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] || apt_install chromium \
+    || die "Chromium is needed at /usr/bin/chromium for the browser tests and is not installed (nor installable here). Install it: apt-get install -y chromium."
+  [ -x /usr/bin/chromium ] || die "apt-get installed chromium, but /usr/bin/chromium is missing."
+}
+
 ensure_venv "$ROOT/requirements-dev.txt"
 ensure_postgres
 ensure_redis
+ensure_chromium
 say "Lint: ruff"
 "$VENV/bin/ruff" check --quiet . && "$VENV/bin/ruff" format --check --quiet . \
   || die "ruff found problems (fix with: .venv/bin/ruff check --fix . && .venv/bin/ruff format .)"
-say "PostgreSQL at $PGHOST:$PGPORT and Redis at $TEST_REDIS_URL answer; running the tests"
+say "PostgreSQL at $PGHOST:$PGPORT and Redis at $TEST_REDIS_URL answer, chromium is installed; running the tests"
 exec "$VENV/bin/python" -m pytest "$@"
