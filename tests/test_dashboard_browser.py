@@ -226,7 +226,8 @@ def test_it_fits_a_phone_screen(guarded, engine, pages, tmp_path):
     # The failure's reason and its button are on screen, not off to the side of a table.
     row = page.locator('tr[data-transaction-id="txn_on_a_phone"]')
     for part in ("td.error", "button.redrive", "input[type=checkbox]"):
-        box = row.locator(part).bounding_box()
+        # The table is redrawn every few seconds; measure a row that is on the page.
+        box = wait_until(lambda part=part: row.locator(part).bounding_box(), timeout=10)
         assert 0 <= box["x"] and box["x"] + box["width"] <= 390, (part, box)
     page.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
     assert browser_page.errors == []
