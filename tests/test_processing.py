@@ -108,7 +108,7 @@ def test_done_is_processed_with_the_reference(app):
 def test_the_simulated_processor_is_the_default_and_answers_done(app):
     [transaction_id] = receive(app)
     assert isinstance(app.extensions["processor"], SimulatedProcessor)
-    run_once(app, SimulatedProcessor(0))
+    run_once(app, SimulatedProcessor(0, timeout_seconds=10))
     assert row(app, transaction_id).status is TransactionStatus.PROCESSED
 
 

@@ -211,3 +211,20 @@ def test_a_worker_killed_mid_call_is_called_again_with_the_same_key_after_its_cl
         assert done[transaction_id].attempts == 2
     keys = simulator.keys()
     assert {i: (keys[i]["calls"], keys[i]["effects"]) for i in ids} == dict.fromkeys(ids, (2, 1))
+
+
+def test_the_simulated_processor_with_no_delay_processes_each_at_the_first_attempt(
+    tmp_path, postgres_url, redis_server, database, started
+):
+    service = started(
+        Service(
+            tmp_path,
+            DATABASE_URL=postgres_url,
+            CELERY_BROKER_URL=redis_server.url,
+            PROCESSING_DELAY_SECONDS="0",
+        )
+    )
+    ids = accept(service, 300)
+    done = wait_for_status(database, ids, "PROCESSED")
+    assert {row.attempts for row in done.values()} == {1}
+    assert all(row.last_error is None for row in done.values())
