@@ -49,10 +49,10 @@ RECEIVED_TO_PROCESSED_SECONDS = Histogram(
     buckets=(1, 2, 5, 10, 20, 30, 31, 32, 35, 45, 60, 120, 300, 900, 3600),
 )
 
-# Where a status code leaves a webhook, for the outcome label.
+# Where a status code leaves a webhook, for the outcome label. A duplicate answers
+# 202 as the first did; the route names that outcome itself.
 OUTCOME_BY_STATUS = {
     202: "accepted",
-    200: "duplicate",
     409: "conflict",
     400: "invalid",
     415: "invalid",
@@ -66,12 +66,14 @@ OUTCOME_BY_STATUS = {
 # Every outcome exists from the start, at 0, so that rate() and alerts see it; and
 # looking the labelled counter up once here saves doing it on every request.
 WEBHOOKS_BY_OUTCOME = {
-    outcome: WEBHOOKS.labels(outcome) for outcome in {*OUTCOME_BY_STATUS.values(), "error"}
+    outcome: WEBHOOKS.labels(outcome)
+    for outcome in {*OUTCOME_BY_STATUS.values(), "duplicate", "error"}
 }
 
 
-def record_webhook(status: int, seconds: float) -> None:
-    WEBHOOKS_BY_OUTCOME[OUTCOME_BY_STATUS.get(status, "error")].inc()
+def record_webhook(status: int, seconds: float, outcome: str | None = None) -> None:
+    """Count a webhook by `outcome` if the route named one, else by its status code."""
+    WEBHOOKS_BY_OUTCOME[outcome or OUTCOME_BY_STATUS.get(status, "error")].inc()
     ACKNOWLEDGEMENT_SECONDS.observe(seconds)
 
 
