@@ -74,6 +74,11 @@ def on_starting(server):
             "WEBHOOK_SECRET is not set: unsigned webhooks are accepted. "
             "Set it to require Standard Webhooks signatures."
         )
+    if not (app_config["API_READ_TOKENS"] or app_config["API_ADMIN_TOKENS"]):
+        server.log.warning(
+            "API_READ_TOKENS and API_ADMIN_TOKENS are not set: anyone can read transactions "
+            "and metrics, and re-drive. Set them to require Authorization: Bearer <token>."
+        )
 
 
 def child_exit(server, worker):

@@ -18,7 +18,7 @@ from app.extensions import (
 )
 from app.logs import configure_logging
 from app.metrics import check_multiprocess_mode
-from app.web.auth import Tokens
+from app.web.auth import SECURITY_SCHEME, Tokens
 from app.web.errors import register_error_handlers
 from app.web.observability import init_request_observability
 from app.web.routes import blueprints
@@ -34,13 +34,23 @@ OPENAPI_SETTINGS = {
     "OPENAPI_SWAGGER_UI_PATH": "docs",
     "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
     "API_SPEC_OPTIONS": {
+        "components": {
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from API_READ_TOKENS (reads) or API_ADMIN_TOKENS "
+                    "(reads and actions). Needed only when either is set.",
+                }
+            }
+        },
         "info": {
             "description": (
                 "Receives payment webhooks, stores each transaction once, and processes it "
                 "PROCESSING_DELAY_SECONDS after it arrives. Every error is RFC 9457 problem "
                 "details (application/problem+json)."
             )
-        }
+        },
     },
 }
 

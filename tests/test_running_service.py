@@ -125,6 +125,11 @@ def test_without_a_secret_gunicorn_warns_at_start(service):
     assert "WEBHOOK_SECRET is not set: unsigned webhooks are accepted" in service["web"].log()
 
 
+def test_without_api_tokens_gunicorn_warns_at_start_and_reads_are_open(service):
+    assert "API_READ_TOKENS and API_ADMIN_TOKENS are not set" in service["web"].log()
+    assert requests.get(f"{service.url}/v1/transactions", timeout=10).status_code == 200
+
+
 # Celery's TERM handler writes this with os.write straight to stdout, past logging; it
 # is the one line that no logging setting reaches.
 CELERY_SHUTDOWN_NOTICE = "worker: Warm shutdown (MainProcess)"
