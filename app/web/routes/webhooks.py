@@ -44,7 +44,8 @@ SIGNATURE_HEADERS_DOC = [
         "name": name,
         "required": False,
         "schema": {"type": "string"},
-        "description": f"Standard Webhooks: {meaning}. Required when WEBHOOK_SECRET is set.",
+        "description": f"Standard Webhooks: {meaning}. Required when WEBHOOK_SECRET is set; "
+        f"Svix's {name.replace('webhook-', 'svix-')} is accepted in its place.",
         "example": example,
     }
     for name, meaning, example in (
