@@ -19,6 +19,7 @@ from app.extensions import (
 from app.logs import configure_logging
 from app.metrics import check_multiprocess_mode
 from app.web.auth import SECURITY_SCHEME, Tokens
+from app.web.bodies import Request
 from app.web.errors import register_error_handlers
 from app.web.observability import init_request_observability
 from app.web.routes import blueprints
@@ -58,6 +59,7 @@ OPENAPI_SETTINGS = {
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     cooperative_database_driver()
     app = Flask(__name__, static_folder=None)
+    app.request_class = Request  # bodies read whole, their framing checked (app/web/bodies.py)
     app.json = ExactJSONProvider(app)
     app.config.update(load_config())
     app.config.update(OPENAPI_SETTINGS)
