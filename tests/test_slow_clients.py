@@ -46,8 +46,11 @@ def service(postgres_url, tmp_path_factory):
 class Attacker:
     """Sockets that hang on the service; each one the server closes is opened again."""
 
-    def __init__(self, port: int, payload: bytes, count: int, every: float | None):
-        self.port, self.payload, self.every = port, payload, every
+    def __init__(
+        self, port: int, payload: bytes, count: int, every: float | None, at_once: int = 0
+    ):
+        """`at_once` bytes of the payload go out at once, then one byte every `every` s."""
+        self.port, self.payload, self.every, self.at_once = port, payload, every, at_once
         self.stop = threading.Event()
         self.opened = 0
         self.closed_by_server = 0
@@ -81,7 +84,9 @@ class Attacker:
     def hold(self, sock: socket.socket) -> bool:
         """Trickle (or sit idle) until told to stop; True if the server closed first."""
         sock.settimeout(self.every or 0.5)
-        sent = 0
+        sent = self.at_once
+        if self.at_once:
+            sock.sendall(self.payload[: self.at_once])
         while not self.stop.is_set():
             try:
                 if self.every is not None:
@@ -122,8 +127,14 @@ def test_a_webhook_and_liveness_answer_at_once_while_slow_and_idle_sockets_hang(
         return requests.get(f"{service.url}/", timeout=10)
 
     baseline = [timed(send_webhook)[0] for _ in range(5)]
+    headers_end = trickled.index(b"\r\n\r\n") + 4
     with (
-        Attacker(service.port, trickled, TRICKLING, every=TRICKLE_EVERY) as trickling,
+        # Half trickle from the first byte of the request line, half from the first byte
+        # of the body: the header deadline and the body deadline are both at work.
+        Attacker(service.port, trickled, TRICKLING // 2, every=TRICKLE_EVERY) as trickling,
+        Attacker(
+            service.port, trickled, TRICKLING // 2, every=TRICKLE_EVERY, at_once=headers_end
+        ) as trickling_bodies,
         Attacker(service.port, b"", IDLE, every=None) as idle,
     ):
         time.sleep(TRICKLE_EVERY + 1)  # every socket connected and hanging
@@ -132,8 +143,11 @@ def test_a_webhook_and_liveness_answer_at_once_while_slow_and_idle_sockets_hang(
             webhooks.append(timed(send_webhook))
             probes.append(timed(liveness))
             time.sleep(1)
-        opened = (trickling.opened, idle.opened)
-        closed = (trickling.closed_by_server, idle.closed_by_server)
+        opened = (trickling.opened + trickling_bodies.opened, idle.opened)
+        closed = (
+            trickling.closed_by_server + trickling_bodies.closed_by_server,
+            idle.closed_by_server,
+        )
 
     print(
         f"\nunder {TRICKLING} trickling + {IDLE} idle sockets "
