@@ -58,7 +58,7 @@ def test_the_spec_documents_every_route_and_its_answers(client):
         ("GET", "/health/ready"): ["200", "503", "default"],
         ("GET", "/metrics"): ["200", "401", "default"],
         ("POST", "/v1/webhooks/transactions"): sorted(
-            ["202", "400", "401", "409", "413", "415", "422", "503", "default"]
+            ["202", "400", "401", "408", "409", "413", "415", "422", "503", "default"]
         ),
         ("GET", "/v1/transactions"): ["200", "401", "422", "503", "default"],
         ("GET", "/v1/transactions/{transaction_id}"): ["200", "401", "404", "503", "default"],

@@ -3,6 +3,7 @@ from flask import Response, current_app, g, request
 from app.exact_json import dumps_exact
 from app.store.transactions import ConflictingDuplicate, Receipt, ingest_webhook
 from app.web.api import Blueprint, problem_responses
+from app.web.bodies import BODY_READ_SECONDS
 from app.web.errors import problem
 from app.web.schemas import AcknowledgementSchema, WebhookTransactionSchema
 from app.web.signatures import InvalidSignature
@@ -80,9 +81,11 @@ SIGNATURE_HEADERS_DOC = [
     responses=problem_responses(
         {
             409: "Same transaction_id with other business fields; refused.",
-            400: "Not JSON, not an object, NaN/Infinity, or a key twice.",
+            400: "Not JSON, not an object, NaN/Infinity, or a key twice; or the body was "
+            "shorter than its Content-Length.",
             401: "WEBHOOK_SECRET is set and the signature is missing or wrong.",
-            413: "Body over 64 KiB.",
+            408: f"The body took more than {BODY_READ_SECONDS} s to arrive.",
+            413: "Body over 64 KiB, however it is framed (Content-Length or chunked).",
             415: "Content-Type is not JSON.",
             503: "The database is unavailable; retry after Retry-After.",
         }
