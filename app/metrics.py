@@ -55,6 +55,7 @@ OUTCOME_BY_STATUS = {
     202: "accepted",
     409: "conflict",
     400: "invalid",
+    408: "invalid",  # a body too slow to arrive: the client's doing, not an error of ours
     415: "invalid",
     422: "invalid",
     401: "unauthorized",

@@ -15,6 +15,7 @@ import pytest
 import requests
 from conftest import REDIS_URL
 from helpers import as_json, webhook
+from prometheus_client.parser import text_string_to_metric_families
 from test_signatures import SECRET, signed_headers
 
 from app.web.bodies import BODY_READ_SECONDS
@@ -181,6 +182,7 @@ def test_idle_and_trickling_sockets_are_closed_by_their_deadlines(service):
     assert max(waited) < 10  # keepalive is 2 s
 
     # A body that trickles: 408 once BODY_READ_SECONDS have passed, and the socket closes.
+    before = webhook_outcomes(service)
     text = as_json(webhook())
     sock = socket.create_connection(("127.0.0.1", service.port))
     with sock:
@@ -206,3 +208,17 @@ def test_idle_and_trickling_sockets_are_closed_by_their_deadlines(service):
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"application/problem+json" in answer
     assert BODY_READ_SECONDS <= took < BODY_READ_SECONDS + 10
+    # Counted as the client's fault, not as an error of ours (which alerts would page for).
+    after = webhook_outcomes(service)
+    assert after["invalid"] > before["invalid"]
+    assert after["error"] == before["error"]
+
+
+def webhook_outcomes(service) -> dict[str, float]:
+    text = requests.get(f"{service.url}/metrics", timeout=10).text
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "webhooks_received_total"
+    }
