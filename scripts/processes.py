@@ -215,12 +215,14 @@ class RedisServer:
 
 
 class ThrowawayDatabase:
-    """A fresh PostgreSQL database, migrated with the release command, dropped on exit.
+    """A fresh PostgreSQL database, migrated with the release command (unless told not
+    to), dropped on exit.
 
     `admin_url` names a server and a database to connect to for CREATE DATABASE.
     """
 
-    def __init__(self, admin_url: str):
+    def __init__(self, admin_url: str, migrated: bool = True):
+        self.migrated = migrated
         self.admin = create_engine(database_url(admin_url), isolation_level="AUTOCOMMIT")
         self.name = f"webhooks_test_{uuid.uuid4().hex[:12]}"
         url = make_url(database_url(admin_url)).set(database=self.name)
@@ -229,6 +231,8 @@ class ThrowawayDatabase:
     def __enter__(self) -> str:
         with self.admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{self.name}"'))
+        if not self.migrated:
+            return self.url
         subprocess.run(
             procfile_command("release"),
             cwd=ROOT,
