@@ -88,6 +88,7 @@ def main() -> int:
                 drain(work, url, redis_server.url, over_http=True) for _ in range(args.runs)
             ]
             results["backlog"] = backlog(work, url, redis_server.url, args.backlog)
+            results["in_flight"] = in_flight(work, url, redis_server.url)
         finally:
             redis_server.stop()
 
@@ -308,9 +309,9 @@ def drain(work: Path, url: str, redis_url: str, over_http: bool = False) -> dict
     }
 
 
-def backlog(work: Path, url: str, redis_url: str, rows: int) -> dict:
-    """`rows` due transactions, loaded after an ANALYZE of an empty table (stale
-    statistics), drained by one worker process with a processor latency of 0."""
+def load_due_rows(url: str, rows: int) -> None:
+    """`rows` due transactions, loaded after an ANALYZE of the empty table: the planner
+    is then told that nothing waits (stale statistics, as after a quiet night)."""
     engine = create_engine(url)
     with engine.begin() as connection:
         connection.execute(text("TRUNCATE transactions"))
@@ -327,28 +328,54 @@ def backlog(work: Path, url: str, redis_url: str, rows: int) -> dict:
             {"rows": rows},
         )
     engine.dispose()
-    service = Service(
-        work, DATABASE_URL=url, CELERY_BROKER_URL=redis_url, PROCESSING_DELAY_SECONDS="0"
-    )
+
+
+def drain_loaded(work: Path, url: str, redis_url: str, **settings: str) -> dict:
+    """Start one worker and beat on the loaded rows; time them to the last PROCESSED,
+    with the worker's CPU and its peak memory."""
+    service = Service(work, DATABASE_URL=url, CELERY_BROKER_URL=redis_url, **settings)
     service.start("worker")
     started_cpu, started = cpu_seconds(service["worker"].pid), time.monotonic()
     service.start("beat")
+    peak = 0.0
     try:
         deadline = time.monotonic() + 600
         while count(url, "SELECT count(*) FROM transactions WHERE status = 'PROCESSING'"):
             if time.monotonic() > deadline:
                 raise RuntimeError("the backlog did not drain in 10 minutes:\n" + service.logs())
+            peak = max(peak, rss_mb(service["worker"].pid))
             time.sleep(0.5)
         seconds = time.monotonic() - started
         cpu = cpu_seconds(service["worker"].pid) - started_cpu
     finally:
         service.stop()
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_worker_mb": peak}
+
+
+def backlog(work: Path, url: str, redis_url: str, rows: int) -> dict:
+    """A backlog on stale statistics, drained by one worker process, processor latency 0:
+    the pipeline's own speed and cost per transaction."""
+    load_due_rows(url, rows)
+    drained = drain_loaded(work, url, redis_url, PROCESSING_DELAY_SECONDS="0")
     return {
         "rows": rows,
-        "seconds": seconds,
-        "per_second": rows / seconds,
-        "worker_cpu_ms_per_transaction": cpu * 1000 / rows,
+        "seconds": drained["seconds"],
+        "per_second": rows / drained["seconds"],
+        "worker_cpu_ms_per_transaction": drained["cpu_seconds"] * 1000 / rows,
     }
+
+
+def in_flight(work: Path, url: str, redis_url: str, rows: int = 6000) -> dict:
+    """`rows` due at once, the HTTP processor against the simulator at 10 s a call:
+    how many calls one worker process keeps in flight at once."""
+    load_due_rows(url, rows)
+    simulator = ProcessorSimulator(work, "--latency", "10").start()
+    try:
+        drained = drain_loaded(work, url, redis_url, PROCESSOR_URL=f"{simulator.url}/process")
+        most = simulator.stats()["max_in_flight"]
+    finally:
+        simulator.stop()
+    return {"rows": rows, "most_in_flight": most} | drained
 
 
 def cpu_seconds(pid: int) -> float:
@@ -552,6 +579,12 @@ def print_table(results: dict) -> None:
         f"worker process: drained in {backlog_figures['seconds']:.1f} s, "
         f"{backlog_figures['per_second']:.0f} transactions/s, "
         f"{backlog_figures['worker_cpu_ms_per_transaction']:.2f} CPU-ms per transaction"
+    )
+    flying = results["in_flight"]
+    print(
+        f"In flight: {flying['rows']:,} due at once, HTTP processor at 10 s a call, one worker "
+        f"process: at most {flying['most_in_flight']:,} calls in flight at once, all PROCESSED in "
+        f"{flying['seconds']:.1f} s, peak worker RSS {flying['peak_worker_mb']:.0f} MB"
     )
     memory = results["memory"]
     print(

@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, make_url, select
 from tcp_proxy import TCPProxy
 
 from app.store.models import Transaction, TransactionStatus
-from scripts.processes import RedisServer, Service
+from scripts.processes import ProcessorSimulator, RedisServer, Service
 
 pytestmark = pytest.mark.processes
 
@@ -50,7 +50,23 @@ def database(postgres_url):
 
 
 @pytest.fixture
-def start_service(postgres_url, redis_server, tmp_path):
+def processor(request, tmp_path):
+    """The simulated processor (DELAY s), or with `indirect` "http", the HTTP processor in
+    front of the simulator at the same latency; the service's settings for either."""
+    if getattr(request, "param", "simulated") == "simulated":
+        yield {}
+        return
+    simulator = ProcessorSimulator(tmp_path, "--latency", str(DELAY)).start()
+    yield {"PROCESSOR_URL": f"{simulator.url}/process", "PROCESSOR_TIMEOUT_SECONDS": "10"}
+    simulator.stop()
+
+
+# The faults that touch processing most, run with both processors; the rest with the default.
+BOTH_PROCESSORS = pytest.mark.parametrize("processor", ["simulated", "http"], indirect=True)
+
+
+@pytest.fixture
+def start_service(postgres_url, redis_server, tmp_path, processor):
     started: list[Service] = []
 
     def start(database_url: str = postgres_url) -> Service:
@@ -59,6 +75,7 @@ def start_service(postgres_url, redis_server, tmp_path):
             DATABASE_URL=database_url,
             CELERY_BROKER_URL=redis_server.url,
             PROCESSING_DELAY_SECONDS=str(DELAY),
+            **processor,
         )
         started.append(service)
         return service.start()
@@ -106,6 +123,7 @@ def still_processing(database, ids: list[str]) -> bool:
     return all(r.status == TransactionStatus.PROCESSING for r in rows(database, ids))
 
 
+@BOTH_PROCESSORS
 def test_worker_killed_mid_wait(start_service, database):
     service = start_service()
     ids = accept(service, 50)
@@ -118,6 +136,7 @@ def test_worker_killed_mid_wait(start_service, database):
     assert_all_processed_once(service, database, ids, recovered_at)
 
 
+@BOTH_PROCESSORS
 def test_redis_restarted_with_ticks_pending(start_service, database, redis_server):
     service = start_service()
     ids = accept(service, 50)
@@ -152,6 +171,7 @@ def test_broker_unreachable_when_webhooks_arrive(start_service, database, redis_
     assert_all_processed_once(service, database, ids, datetime.now(UTC))
 
 
+@BOTH_PROCESSORS
 def test_database_down_answers_503_and_recovers_without_restart(
     start_service, database, postgres_url
 ):
@@ -271,6 +291,7 @@ def test_stop_and_start_loses_nothing(start_service, database):
     assert_all_processed_once(service, database, ids, recovered_at)
 
 
+@BOTH_PROCESSORS
 def test_a_steady_stream_survives_everything_at_once(start_service, database, redis_server):
     """Webhooks keep arriving while the worker is killed and Redis restarted."""
     service = start_service()

@@ -131,6 +131,9 @@ def test_metrics_count_webhooks_by_outcome_in_one_process(client):
         return after[key] - before.get(key, 0)
 
     assert [delta(o) for o in ("accepted", "duplicate", "conflict", "invalid")] == [1, 1, 1, 1]
-    assert after[("transactions_waiting", ())] == 1
-    assert after[("oldest_processing_age_seconds", ())] > 0
-    assert after[("database_up", ())] == 1
+    pipeline = samples(client.get("/metrics/pipeline").get_data(as_text=True))
+    assert pipeline[("transactions_waiting", ())] == 1
+    assert pipeline[("transactions_due", ())] == 1
+    assert pipeline[("transactions_failed", ())] == 0
+    assert pipeline[("oldest_processing_age_seconds", ())] > 0
+    assert pipeline[("database_up", ())] == 1
