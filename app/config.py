@@ -83,6 +83,8 @@ def load_config(
         "PROCESSING_RETRY_BASE_SECONDS": seconds(env, "PROCESSING_RETRY_BASE_SECONDS", default=5),
         "PROCESSING_RETRY_MAX_SECONDS": seconds(env, "PROCESSING_RETRY_MAX_SECONDS", default=3600),
         "PROCESSING_MAX_ATTEMPTS": whole_number(env, "PROCESSING_MAX_ATTEMPTS", default=10),
+        # The port Gunicorn binds (gunicorn.conf.py) and `flask send-webhook` posts to.
+        "PORT": whole_number(env, "PORT", default=8000),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
         "LOG_FORMAT": "json" if env.get("LOG_FORMAT", "").lower() == "json" else "text",
         "MAX_CONTENT_LENGTH": MAX_WEBHOOK_BYTES,

@@ -1,7 +1,9 @@
 """End to end over HTTP: Gunicorn, a Celery worker and beat, on PostgreSQL and Redis."""
 
 import json
+import subprocess
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
@@ -12,7 +14,7 @@ import requests
 from conftest import REDIS_URL
 from helpers import get_transaction, post_webhook, times_processed, wait_until, webhook
 
-from scripts.processes import POSTGRES_ADMIN_URL, Service, ThrowawayDatabase
+from scripts.processes import BIN, POSTGRES_ADMIN_URL, ROOT, Service, ThrowawayDatabase
 
 pytestmark = pytest.mark.processes
 
@@ -114,6 +116,23 @@ def test_a_burst_of_three_hundred_is_all_processed(service):
         )
         assert waited.total_seconds() >= DELAY
         assert processed_count(service, body["transaction_id"]) == 1
+
+
+def test_send_webhook_posts_to_the_port_in_the_environment(service):
+    # The service listens on a free port, never 8000; PORT is in its environment.
+    assert service.env["PORT"] != "8000"
+    transaction_id = f"txn_cli_{uuid.uuid4().hex[:12]}"
+    sent = subprocess.run(
+        [str(BIN / "flask"), "--app", "app", "send-webhook", "--transaction-id", transaction_id],
+        cwd=ROOT,
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert f"POST {service.url}/v1/webhooks/transactions" in sent.stdout
+    assert fetch(service, transaction_id)["transaction_id"] == transaction_id
 
 
 def test_without_a_secret_gunicorn_warns_at_start(service):
