@@ -11,7 +11,6 @@ from decimal import Decimal
 import pytest
 import redis
 import requests
-from conftest import REDIS_URL
 from helpers import get_transaction, post_webhook, times_processed, wait_until, webhook
 
 from scripts.processes import BIN, POSTGRES_ADMIN_URL, ROOT, Service, ThrowawayDatabase
@@ -22,17 +21,13 @@ DELAY = 2.0
 
 
 @pytest.fixture(scope="module")
-def service(postgres_url, tmp_path_factory):
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).flushdb()
-    except redis.ConnectionError as exc:
-        pytest.fail(
-            f"Redis is required at {REDIS_URL} (set TEST_REDIS_URL, or run ./run_tests.sh): {exc}"
-        )
+def service(postgres_url, redis_url, tmp_path_factory):
+    # The session's own Redis (conftest): emptying it touches nobody else's data.
+    redis.Redis.from_url(redis_url).flushdb()
     service = Service(
         tmp_path_factory.mktemp("service"),
         DATABASE_URL=postgres_url,
-        CELERY_BROKER_URL=REDIS_URL,
+        CELERY_BROKER_URL=redis_url,
         PROCESSING_DELAY_SECONDS=str(DELAY),
     )
     try:
@@ -144,14 +139,14 @@ def test_without_a_secret_gunicorn_warns_at_start(service):
 CELERY_SHUTDOWN_NOTICE = "worker: Warm shutdown (MainProcess)"
 
 
-def test_json_logs_from_every_process(tmp_path):
+def test_json_logs_from_every_process(tmp_path, redis_url):
     # A database of its own: the module's service, still running, would otherwise
     # process this transaction and log it in its own worker's log.
     with ThrowawayDatabase(POSTGRES_ADMIN_URL) as database_url:
         service = Service(
             tmp_path,
             DATABASE_URL=database_url,
-            CELERY_BROKER_URL=REDIS_URL,
+            CELERY_BROKER_URL=redis_url,
             PROCESSING_DELAY_SECONDS="1",
             LOG_FORMAT="json",
         )
