@@ -11,6 +11,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from app import embedded_broker
 from app.web.signatures import parse_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +126,7 @@ def celery_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
     every overdue transaction, so a lost, duplicated or late message costs at
     most one tick. These settings make the worker's side of that hold too.
     """
-    return {
+    settings = {
         "broker_url": broker,
         "result_backend": result_backend,
         # Nobody reads task results: the transaction row is the result.
@@ -163,4 +164,15 @@ def celery_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
                 "options": {"expires": 10 * PROCESS_DUE_EVERY_SECONDS},
             },
         },
+    }
+    return settings | embedded_broker_settings(settings)
+
+
+def embedded_broker_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """On the SQLite broker, the worker also deletes consumed messages (app/embedded_broker.py)."""
+    if not embedded_broker.is_embedded(settings["broker_url"]):
+        return {}
+    return {
+        "imports": [*settings["imports"], "app.embedded_broker"],
+        "beat_schedule": settings["beat_schedule"] | embedded_broker.beat_schedule(),
     }
