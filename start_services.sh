@@ -9,6 +9,16 @@ cd "$ROOT"
 ensure_venv "$ROOT/requirements.txt"
 eval "$(PYTHONPATH="$ROOT" "$VENV/bin/python" scripts/effective_settings.py)"
 
+# The database first: nothing is started until it exists and is migrated.
+PYTHONPATH="$ROOT" "$VENV/bin/python" scripts/ensure_database.py || exit 1
+
+say "Applying database migrations (log: var/log/migrate.log)"
+printf '\n=== %s flask db upgrade\n' "$(date -u +%FT%TZ)" >> "$LOG_DIR/migrate.log"
+if ! "$VENV/bin/flask" --app app db upgrade >> "$LOG_DIR/migrate.log" 2>&1; then
+  tail -n 15 "$LOG_DIR/migrate.log" >&2
+  die "the migrations did not apply; the end of var/log/migrate.log is above. Nothing was started."
+fi
+
 # A Redis broker on this machine that is not running: start one, if we can.
 if [[ "$BROKER_URL" =~ ^redis://([^@/]*@)?(localhost|127\.0\.0\.1)(:([0-9]+))?(/|$) ]]; then
   redis_port="${BASH_REMATCH[4]:-6379}"
@@ -24,12 +34,6 @@ if [[ "$BROKER_URL" =~ ^redis://([^@/]*@)?(localhost|127\.0\.0\.1)(:([0-9]+))?(/
       sleep 0.1
     done
   fi
-fi
-
-say "Applying database migrations"
-if ! migration_output="$("$VENV/bin/flask" --app app db upgrade 2>&1)"; then
-  printf '%s\n' "$migration_output" >&2
-  die "the migrations did not apply; the output above says why."
 fi
 
 # start NAME MATCH: run the Procfile's NAME process in the background, unless it already runs.

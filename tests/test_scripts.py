@@ -9,13 +9,16 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 from helpers import post_webhook, wait_until, webhook
+from sqlalchemy import create_engine, make_url, text
 
-from scripts.processes import ROOT, free_port, service_env
+from app.config import database_url
+from scripts.processes import POSTGRES_ADMIN_URL, ROOT, free_port, service_env
 
 pytestmark = pytest.mark.processes
 
@@ -96,3 +99,83 @@ def test_start_serve_process_restart_and_stop_on_the_embedded_default(checkout):
     assert "Stopped." in stopped
     assert pids(checkout) == {}
     assert not any(alive(pid) for pid in started.values())
+
+
+def run_failing(script: Path, env: dict) -> str:
+    result = subprocess.run(
+        [str(script)], cwd=script.parent, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode != 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.fixture
+def postgres_admin():
+    engine = create_engine(database_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def role_without_rights(postgres_admin):
+    """A PostgreSQL login that may neither create databases nor tables in others' schemas."""
+    name = f"webhooks_test_role_{uuid.uuid4().hex[:8]}"
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f'CREATE ROLE "{name}" LOGIN NOCREATEDB'))
+    yield name
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f'DROP ROLE "{name}"'))
+
+
+def server_url(user: str, database: str) -> str:
+    url = make_url(database_url(POSTGRES_ADMIN_URL))
+    return url.set(username=user, database=database).render_as_string(hide_password=False)
+
+
+def test_a_missing_database_is_created_when_the_server_allows_it(checkout, postgres_admin):
+    name = f"webhooks_test_missing_{uuid.uuid4().hex[:8]}"
+    admin_user = make_url(database_url(POSTGRES_ADMIN_URL)).username
+    port = free_port()
+    env = service_env(PORT=str(port), DATABASE_URL=server_url(admin_user, name))
+    try:
+        output = run(checkout / "start_services.sh", env)
+        assert f'Created the database "{name}"' in output
+        assert f"The service answers at http://127.0.0.1:{port}" in output
+        body = webhook()
+        assert post_webhook(f"http://127.0.0.1:{port}", body).status_code == 202
+    finally:
+        run(checkout / "stop_services.sh", env)
+        with postgres_admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_a_missing_database_that_cannot_be_created_is_named_with_the_command(
+    checkout, role_without_rights
+):
+    name = f"webhooks_test_missing_{uuid.uuid4().hex[:8]}"
+    env = service_env(PORT=str(free_port()), DATABASE_URL=server_url(role_without_rights, name))
+    output = run_failing(checkout / "start_services.sh", env)
+    assert "Traceback" not in output
+    assert f'the database "{name}" does not exist' in output
+    assert "createdb -h " in output and f"-O {role_without_rights} {name}" in output
+    assert len(output.strip().splitlines()) <= 6, output
+    assert pids(checkout) == {}  # nothing half-started
+
+
+def test_a_failed_migration_is_kept_in_var_log_and_starts_nothing(
+    checkout, postgres_admin, role_without_rights
+):
+    # The database exists, but this login may not create tables in it (PostgreSQL 15+).
+    name = f"webhooks_test_locked_{uuid.uuid4().hex[:8]}"
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    env = service_env(PORT=str(free_port()), DATABASE_URL=server_url(role_without_rights, name))
+    try:
+        output = run_failing(checkout / "start_services.sh", env)
+    finally:
+        with postgres_admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    assert "var/log/migrate.log" in output
+    logged = (checkout / "var" / "log" / "migrate.log").read_text()
+    assert "permission denied for schema public" in logged
+    assert pids(checkout) == {}
