@@ -47,7 +47,12 @@ start() {
   [ -n "$command" ] || die "no $name process in the Procfile"
   read -ra command <<< "$command"
   command[0]="$VENV/bin/${command[0]}"
-  nohup "${command[@]}" >> "$LOG_DIR/$name.log" 2>&1 &
+  # Output goes through a FIFO to scripts/rotating_log.py, which rotates var/log/NAME.log by
+  # size between two lines (LOG_MAX_BYTES, LOG_BACKUPS) and exits once the process has.
+  local fifo="$RUN_DIR/$name.log.fifo"
+  rm -f "$fifo" && mkfifo "$fifo"
+  nohup "$VENV/bin/python" scripts/rotating_log.py "$LOG_DIR/$name.log" < "$fifo" >/dev/null 2>&1 &
+  nohup "${command[@]}" > "$fifo" 2>&1 &
   echo $! > "$RUN_DIR/$name.pid"
   say "Started $name (pid $!), log: var/log/$name.log"
 }

@@ -66,7 +66,12 @@ def alive(pid: int) -> bool:
 
 def test_start_serve_process_restart_and_stop_on_the_embedded_default(checkout):
     port = free_port()
-    env = service_env(PORT=str(port), PROCESSING_DELAY_SECONDS="1", WEB_CONCURRENCY="2")
+    env = service_env(
+        PORT=str(port),
+        PROCESSING_DELAY_SECONDS="1",
+        WEB_CONCURRENCY="2",
+        LOG_MAX_BYTES="2048",  # so that var/log files rotate within the test
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         output = run(checkout / "start_services.sh", env)
@@ -90,6 +95,8 @@ def test_start_serve_process_restart_and_stop_on_the_embedded_default(checkout):
         assert "transactions_processed_total 1.0" in figures
         assert (checkout / "var" / "webhooks.sqlite3").exists()
         assert (checkout / "var" / "celery-broker.sqlite3").exists()
+        # Gunicorn's start-up and the requests pass 2 KB: the web's log has been rotated.
+        assert "Booting worker" in (checkout / "var" / "log" / "web.log.1").read_text()
 
         again = run(checkout / "start_services.sh", env)
         assert again.count("already running") == 3
