@@ -5,8 +5,10 @@ kombu's SQLAlchemy transport on a SQLite file as the broker, yet still separate
 web, worker and beat processes.
 """
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -186,3 +188,44 @@ def test_a_failed_migration_is_kept_in_var_log_and_starts_nothing(
     logged = (checkout / "var" / "log" / "migrate.log").read_text()
     assert "permission denied for schema public" in logged
     assert pids(checkout) == {}
+
+
+def test_stop_waits_for_a_request_in_flight(checkout):
+    port = free_port()
+    env = service_env(PORT=str(port), WEB_CONCURRENCY="1")
+    run(checkout / "start_services.sh", env)
+    body = json.dumps(webhook(amount=15)).encode()
+    head = (
+        f"POST /v1/webhooks/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    client = socket.create_connection(("127.0.0.1", port), timeout=60)
+    client.sendall(head + body[:10])  # the request is now in flight, half sent
+    stopping = subprocess.Popen(
+        [str(checkout / "stop_services.sh")],
+        cwd=checkout,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Gunicorn closes its listening socket as soon as it has the TERM.
+        wait_until(lambda: refused(port), timeout=30)
+        assert stopping.poll() is None, "stop_services.sh did not wait for the request"
+        client.sendall(body[10:])
+        answer = client.recv(65536).decode()
+    finally:
+        client.close()
+        output, _ = stopping.communicate(timeout=120)
+    assert answer.startswith("HTTP/1.1 202"), answer
+    assert stopping.returncode == 0 and "sending KILL" not in output, output
+    assert pids(checkout) == {}
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
