@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite against a real PostgreSQL and Redis.
-# Creates .venv if needed, installs the requirements, makes sure PostgreSQL answers
-# and redis-server is installed (starting or installing them where it can), then runs pytest.
+# Creates .venv if needed, installs the requirements, makes sure PostgreSQL answers,
+# redis-server is installed and Debian's chromium too (for the browser tests), starting or
+# installing them where it can, then runs pytest.
 # Each test session creates its own throwaway PostgreSQL database and drops it, and
 # starts its own redis-server on a free port: a Redis already running here is not touched.
 # Arguments go to pytest: ./run_tests.sh -k webhooks -x
@@ -52,12 +53,21 @@ ensure_tools() {
   command -v openssl >/dev/null || apt_install openssl || die "openssl is needed by the tests."
 }
 
+# The browser tests drive Debian's chromium through Playwright, which cannot download
+# a browser of its own here; without it they fail (never skip) and say so.
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] || apt_install chromium \
+    || die "Chromium is needed at /usr/bin/chromium for the browser tests and is not installed (nor installable here). Install it: apt-get install -y chromium."
+  [ -x /usr/bin/chromium ] || die "apt-get installed chromium, but /usr/bin/chromium is missing."
+}
+
 ensure_venv "$ROOT/requirements-dev.txt"
 ensure_postgres
 ensure_redis
 ensure_tools
+ensure_chromium
 say "Lint: ruff"
 "$VENV/bin/ruff" check --quiet . && "$VENV/bin/ruff" format --check --quiet . \
   || die "ruff found problems (fix with: .venv/bin/ruff check --fix . && .venv/bin/ruff format .)"
-say "PostgreSQL at $PGHOST:$PGPORT answers; Redis: ${TEST_REDIS_URL:-a redis-server the tests start}; running the tests"
+say "PostgreSQL at $PGHOST:$PGPORT answers; Redis: ${TEST_REDIS_URL:-a redis-server the tests start}; chromium is installed; running the tests"
 exec "$VENV/bin/python" -m pytest "$@"

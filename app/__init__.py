@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Flask
 
-from app.cli import send_webhook
+from app.cli import retry_failed, send_webhook
 from app.config import VAR_DIR, load_config
+from app.dashboard import blp as dashboard_blp
 from app.exact_json import ExactJSONProvider
 from app.extensions import (
     api,
@@ -18,7 +19,10 @@ from app.extensions import (
 )
 from app.logs import configure_logging
 from app.metrics import check_multiprocess_mode
+from app.processing.processor import processor_from_config
 from app.web.auth import Tokens
+from app.web.docs import ASSETS_URL as DOCS_ASSETS_URL
+from app.web.docs import init_docs
 from app.web.errors import register_error_handlers
 from app.web.observability import init_request_observability
 from app.web.routes import blueprints
@@ -32,7 +36,10 @@ OPENAPI_SETTINGS = {
     "OPENAPI_URL_PREFIX": "/",
     "OPENAPI_JSON_PATH": "openapi.json",
     "OPENAPI_SWAGGER_UI_PATH": "docs",
-    "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+    # Served by the service itself (app/web/docs.py): /docs works with no internet.
+    "OPENAPI_SWAGGER_UI_URL": DOCS_ASSETS_URL,
+    # Swagger UI would otherwise send the spec to validator.swagger.io for a badge.
+    "OPENAPI_SWAGGER_UI_CONFIG": {"validatorUrl": None},
     "API_SPEC_OPTIONS": {
         "info": {
             "description": (
@@ -65,13 +72,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     api.init_app(app)
     for blueprint in blueprints:
         api.register_blueprint(blueprint)
+    init_docs(app)
+    app.register_blueprint(dashboard_blp)  # a page, not part of the API's description
     register_error_handlers(app)
     init_request_observability(app)
     check_multiprocess_mode()
     app.cli.add_command(send_webhook)
+    app.cli.add_command(retry_failed)
     init_celery(app)
     secrets = app.config["WEBHOOK_SECRETS"]
     app.extensions["signature_verifier"] = SignatureVerifier(secrets) if secrets else None
+    app.extensions["processor"] = processor_from_config(app.config)
     app.extensions["api_tokens"] = Tokens(
         app.config["API_READ_TOKENS"], app.config["API_ADMIN_TOKENS"]
     )

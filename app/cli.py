@@ -1,4 +1,8 @@
-"""`flask --app app send-webhook`: send a test webhook, signed if WEBHOOK_SECRET is set."""
+"""Commands for developers and operators.
+
+`flask --app app send-webhook` sends a test webhook, signed if WEBHOOK_SECRET is set;
+`flask --app app retry-failed` re-drives FAILED transactions in bulk.
+"""
 
 import urllib.error
 import urllib.request
@@ -12,6 +16,7 @@ from flask.cli import with_appcontext
 from standardwebhooks.webhooks import Webhook
 
 from app.exact_json import dumps_exact
+from app.store.transactions import redrive_failed
 
 
 @click.command("send-webhook")
@@ -60,3 +65,27 @@ def send_webhook(url, transaction_id, amount, currency, source_account, destinat
     click.echo(f"{status} {answer}")
     if status >= 300:
         raise SystemExit(1)
+
+
+def _utc(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("use ISO 8601, such as 2026-11-27T10:00:00Z") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@click.command("retry-failed")
+@click.option("--since", help="Only those that failed at or after this UTC time (ISO 8601).")
+@click.option("--error-contains", help="Only those whose last error contains this text.")
+@click.option("--dry-run", is_flag=True, help="Print what would be re-driven; change nothing.")
+@with_appcontext
+def retry_failed(since, error_contains, dry_run):
+    """Re-drive FAILED transactions: PROCESSING again, due now, attempts counted afresh."""
+    ids = redrive_failed(since=_utc(since), error_contains=error_contains, dry_run=dry_run)
+    verb = "would re-drive" if dry_run else "re-drove"
+    click.echo(f"{verb} {len(ids)} FAILED transaction{'' if len(ids) == 1 else 's'}")
+    for transaction_id in ids:
+        click.echo(transaction_id)

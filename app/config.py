@@ -74,9 +74,8 @@ def load_config(
         key: value for key, value in dotenv_values(dotenv_path).items() if value is not None
     }
     env = {**from_file, **environ}
-    return {
+    config = {
         "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL")),
-        "CELERY": celery_settings(broker_url(env), env.get("CELERY_RESULT_BACKEND") or None),
         # The simulated processor's wait: the seed's 30 s, standing in for a slow API.
         "PROCESSING_DELAY_SECONDS": seconds(env, "PROCESSING_DELAY_SECONDS", default=30),
         # Set, and transactions are processed by POSTing them here (app/processing/http.py).
@@ -97,17 +96,40 @@ def load_config(
         "API_READ_TOKENS": token_list(env.get("API_READ_TOKENS")),
         "API_ADMIN_TOKENS": token_list(env.get("API_ADMIN_TOKENS")),
     }
+    config["CELERY"] = celery_settings(
+        broker_url(env), env.get("CELERY_RESULT_BACKEND") or None, claim_seconds(config)
+    )
+    return config
 
 
-# How often the worker looks for transactions whose delay has passed. It bounds
-# how late past its due time a transaction is processed.
+# A claim outlives the processor's timeout by this much: the worker's lag between
+# claiming and calling, and the clocks of several machines, fit inside it.
+CLAIM_MARGIN_SECONDS = 30
+# Every database statement gives up after this long (PostgreSQL's statement_timeout),
+# well inside a task's time limit: a task that is killed leaves no statement running.
+STATEMENT_TIMEOUT_SECONDS = 30
+
+
+def claim_seconds(config: Mapping[str, Any]) -> float:
+    """How long a claimed transaction is held: the processor's longest call plus a margin."""
+    longest_call = (
+        config["PROCESSOR_TIMEOUT_SECONDS"]
+        if config["PROCESSOR_URL"]
+        else config["PROCESSING_DELAY_SECONDS"]
+    )
+    return longest_call + CLAIM_MARGIN_SECONDS
+
+
+# How often beat asks for due transactions to be claimed. It bounds how late past its
+# due time a transaction is first called when no backlog is fanning out already.
 PROCESS_DUE_EVERY_SECONDS = 1.0
 
-# The longest a task may run; process_due_transactions stops itself well before.
-TASK_TIME_LIMIT_SECONDS = 60
+# Green threads in the worker's gevent pool: each runs one task, which calls the
+# processor for a batch of transactions at once (app/processing/pipeline.py).
+WORKER_GREEN_THREADS = 100
 
 
-def broker_transport_options(broker: str) -> dict[str, Any]:
+def broker_transport_options(broker: str, task_time_limit: float) -> dict[str, Any]:
     if broker.startswith("sqla+"):
         # kombu hands these to SQLAlchemy's create_engine: like the data file,
         # the broker file makes concurrent writers wait instead of failing.
@@ -116,7 +138,7 @@ def broker_transport_options(broker: str) -> dict[str, Any]:
         # Redis redelivers a message not acknowledged within this time. No
         # message here waits for a countdown, so it need only exceed the time
         # limit; a message is never redelivered while its task still runs.
-        "visibility_timeout": 5 * TASK_TIME_LIMIT_SECONDS,
+        "visibility_timeout": max(300, 2 * task_time_limit),
     }
 
 
@@ -142,13 +164,18 @@ def tls_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
     return settings
 
 
-def celery_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
+def celery_settings(
+    broker: str, result_backend: str | None, claim_seconds: float
+) -> dict[str, Any]:
     """Celery, set up for a task that must run, may run twice, and never waits in the broker.
 
-    Transactions wait in the database, not in the broker: every tick looks at
-    every overdue transaction, so a lost, duplicated or late message costs at
-    most one tick. These settings make the worker's side of that hold too.
+    Transactions wait in the database, not in the broker: every run claims whatever
+    is due, so a lost, duplicated or late message costs at most one tick. These
+    settings make the worker's side of that hold too.
     """
+    # A task calls the processor for its claims (each call cut off at the processor's
+    # timeout) and records the outcomes; it cannot outlive its claims by much.
+    task_time_limit = claim_seconds + 10
     settings = {
         "broker_url": broker,
         "result_backend": result_backend,
@@ -158,21 +185,18 @@ def celery_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
         # Acknowledge a message after its task ran, not before: a worker that
         # dies mid-task leaves the message in the broker for another worker.
         "task_acks_late": True,
-        # ...and when a pool process is killed (OOM, SIGKILL), requeue its message
-        # at once instead of waiting for the visibility timeout. Safe because the
-        # task is idempotent: the UPDATE only moves rows still PROCESSING.
+        # ...and when the worker is lost mid-task, requeue its message at once.
+        # Safe: a message carries no transaction, only "claim what is due".
         "task_reject_on_worker_lost": True,
-        # Processing is one batched UPDATE per tick: two pool processes keep one
-        # free when a tick runs long; more would sit idle holding ~80 MB each
-        # (Celery's default is one per CPU). Scale out with more worker processes.
-        "worker_concurrency": 2,
-        # Take one message per pool process at a time. Ticks are not ETA tasks,
-        # so nothing is gained by holding more; a dead worker strands fewer.
+        # The gevent pool (Procfile): green threads, so a processor call that takes
+        # 30 s holds a greenlet, not a process. Scale out with more worker processes.
+        "worker_concurrency": WORKER_GREEN_THREADS,
+        # One message per green thread at a time: a message claims only when it
+        # runs, so holding more buys nothing, and a dead worker strands fewer.
         "worker_prefetch_multiplier": 1,
-        # A stuck task is killed: soft limit first (the batch rolls back), then hard.
-        "task_soft_time_limit": TASK_TIME_LIMIT_SECONDS - 10,
-        "task_time_limit": TASK_TIME_LIMIT_SECONDS,
-        "broker_transport_options": broker_transport_options(broker),
+        # A stuck task is killed (gevent's pool has the hard limit only).
+        "task_time_limit": task_time_limit,
+        "broker_transport_options": broker_transport_options(broker, task_time_limit),
         # Keep trying to reach the broker, at start-up and after it goes away.
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,

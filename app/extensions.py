@@ -14,6 +14,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
 from sqlalchemy.orm import DeclarativeBase
 
+from app.config import STATEMENT_TIMEOUT_SECONDS
 from app.logs import configure_logging
 from app.web.api import Api
 
@@ -53,8 +54,13 @@ def engine_options(url: str) -> dict:
         # No pool_pre_ping: it costs a round trip per request. A connection that
         # died with the server is detected on use instead, which invalidates the
         # pool; services retry the write once, and the service recovers by itself.
-        # A database that is down answers "503" in seconds, not after TCP's minutes.
-        "connect_args": {"connect_timeout": 3},
+        # A database that is down answers "503" in seconds, not after TCP's minutes;
+        # a statement that runs too long is cancelled by the server, so a task killed
+        # at its time limit leaves no statement behind (app/config.py).
+        "connect_args": {
+            "connect_timeout": 3,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_SECONDS * 1000}",
+        },
     }
 
 

@@ -100,6 +100,11 @@ def run_migrations_online():
         connection = autocommit_connection.execution_options(
             isolation_level=autocommit_connection.dialect.default_isolation_level
         )
+        if connection.dialect.name == "postgresql":
+            # The app's statement_timeout (app/config.py) is for requests and tasks;
+            # building an index on a large table may take longer, and must.
+            connection.exec_driver_sql("SET statement_timeout = 0")
+            connection.commit()  # the setting stays for the session
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

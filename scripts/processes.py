@@ -43,6 +43,13 @@ SERVICE_VARIABLES = (
     "LOG_FORMAT",
     "WEBHOOK_SECRET",
     "PROMETHEUS_MULTIPROC_DIR",
+    "PROCESSOR_URL",
+    "PROCESSOR_TIMEOUT_SECONDS",
+    "PROCESSING_RETRY_BASE_SECONDS",
+    "PROCESSING_RETRY_MAX_SECONDS",
+    "PROCESSING_MAX_ATTEMPTS",
+    "API_READ_TOKENS",
+    "API_ADMIN_TOKENS",
 )
 
 
@@ -249,3 +256,37 @@ class ThrowawayDatabase:
         with self.admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
         self.admin.dispose()
+
+
+class ProcessorSimulator:
+    """scripts/processor_simulator.py in its own process, on a free port."""
+
+    def __init__(self, log_dir: Path, *options: str):
+        self.log_dir = log_dir
+        self.options = options
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: Process | None = None
+
+    def start(self) -> "ProcessorSimulator":
+        command = [sys.executable, "-m", "scripts.processor_simulator", "--port", str(self.port)]
+        self.process = Process("processor", [*command, *self.options], service_env(), self.log_dir)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                requests.get(f"{self.url}/stats", timeout=1)
+                return self
+            except requests.RequestException:
+                if time.monotonic() > deadline or not self.process.running():
+                    raise RuntimeError("no simulator:\n" + self.process.log()) from None
+                time.sleep(0.05)
+
+    def stats(self) -> dict:
+        return requests.get(f"{self.url}/stats", timeout=10).json()
+
+    def keys(self) -> dict[str, dict]:
+        return requests.get(f"{self.url}/keys", timeout=30).json()
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()

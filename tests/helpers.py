@@ -1,5 +1,6 @@
 """Small helpers shared by the test modules."""
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +22,9 @@ TRANSACTION_FIELDS = {
     "status",
     "created_at",
     "processed_at",
+    "attempts",
+    "last_error",
+    "processor_reference",
 }
 
 
@@ -76,5 +80,7 @@ def get_transaction(base_url: str, transaction_id: str, timeout: float = 10) -> 
 
 
 def times_processed(worker_log: str, transaction_id: str) -> int:
-    """How often the worker logged processing this transaction (one line per processing)."""
-    return worker_log.count(f"transaction {transaction_id} processed")
+    """How often the worker logged a done answer for this transaction (one line per attempt)."""
+    return len(
+        re.findall(rf"transaction {re.escape(transaction_id)} attempt \d+: done", worker_log)
+    )

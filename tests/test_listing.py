@@ -1,6 +1,6 @@
 """GET /v1/transactions: newest first, filtered by status, keyset pagination."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from helpers import TRANSACTION_FIELDS, as_json, webhook
@@ -8,7 +8,6 @@ from sqlalchemy import insert, update
 
 from app.extensions import db
 from app.store.models import Transaction, TransactionStatus
-from app.store.transactions import process_due_transactions
 
 URL = "/v1/transactions"
 
@@ -53,19 +52,21 @@ def test_each_transaction_is_shown_in_full(client):
 
 def test_filter_by_status(app, client):
     processed = receive(client, 3)
+    failed = receive(client, 2, prefix="fail")
     with app.app_context():
-        db.session.execute(
-            update(Transaction)
-            .where(Transaction.transaction_id.in_(processed))
-            .values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
+        for ids, status in ((processed, "PROCESSED"), (failed, "FAILED")):
+            db.session.execute(
+                update(Transaction)
+                .where(Transaction.transaction_id.in_(ids))
+                .values(status=status, next_attempt_at=None)
+            )
         db.session.commit()
-        assert sorted(p.transaction_id for p in process_due_transactions()) == sorted(processed)
     waiting = receive(client, 2, prefix="wait")
 
     assert walk(client, status="PROCESSING") == [waiting[::-1]]
     assert walk(client, status="PROCESSED") == [processed[::-1]]
-    assert walk(client) == [(processed + waiting)[::-1]]
+    assert walk(client, status="FAILED") == [failed[::-1]]
+    assert walk(client) == [(processed + failed + waiting)[::-1]]
 
 
 def test_rows_arriving_between_pages_neither_repeat_nor_vanish(client):

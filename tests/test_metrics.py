@@ -37,8 +37,8 @@ def service(postgres_url, redis_url, tmp_path_factory):
         service.stop()
 
 
-def scrape(service) -> dict[tuple, float]:
-    text = requests.get(f"{service.url}/metrics", timeout=10).text
+def scrape(service, path: str = "/metrics") -> dict[tuple, float]:
+    text = requests.get(f"{service.url}{path}", timeout=10).text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -66,9 +66,16 @@ def test_known_traffic_gives_known_figures(service):
     statuses += [send(service, webhook(padding="x" * 70_000))]  # too large
     assert statuses == [202] * 6 + [200, 200, 409, 422, 400, 401, 413]
 
+    pipeline = scrape(service, "/metrics/pipeline")
+    assert pipeline[("transactions_waiting", ())] == 6
+    assert pipeline[("oldest_processing_age_seconds", ())] > 0
+    assert pipeline[("transactions_failed", ())] == 0
+    # The database-wide gauges are not on /metrics, which every instance serves.
     waiting = scrape(service)
-    assert waiting[("transactions_waiting", ())] == 6
-    assert waiting[("oldest_processing_age_seconds", ())] > 0
+    assert ("transactions_waiting", ()) not in waiting
+    # The simulated processor waits DELAY: all six calls are in flight at once.
+    in_flight = ("processor_calls_in_flight", ())
+    assert wait_until(lambda: scrape(service).get(in_flight) == 6, timeout=DELAY + 10)
 
     def counted(outcome, figures):
         key = ("webhooks_received_total", (("outcome", outcome),))
@@ -88,10 +95,11 @@ def test_known_traffic_gives_known_figures(service):
     latency = ("webhook_acknowledgement_seconds_count", ())
     assert waiting[latency] - before.get(latency, 0) == 13
 
-    processed = wait_until(
-        lambda: (figures := scrape(service))[("transactions_waiting", ())] == 0 and figures,
+    wait_until(
+        lambda: scrape(service, "/metrics/pipeline")[("transactions_waiting", ())] == 0,
         timeout=DELAY + 30,
     )
+    processed = scrape(service)
     # The worker's figures, from its own processes, in the web's /metrics.
     assert (
         processed[("transactions_processed_total", ())]
@@ -102,8 +110,16 @@ def test_known_traffic_gives_known_figures(service):
     assert processed[waited] - before.get(waited, 0) == 6
     under_delay = ("transaction_received_to_processed_seconds_bucket", (("le", "2.0"),))
     assert processed[under_delay] - before.get(under_delay, 0) == 0  # none before the delay
-    assert processed[("oldest_processing_age_seconds", ())] == 0
-    assert processed[("database_up", ())] == 1
+    calls = ("processor_calls_total", (("outcome", "done"),))
+    assert processed[calls] - before.get(calls, 0) == 6
+    call_seconds = ("processor_call_seconds_count", ())
+    assert processed[call_seconds] - before.get(call_seconds, 0) == 6
+    attempts = ("transaction_attempts_sum", (("status", "PROCESSED"),))
+    assert processed[attempts] - before.get(attempts, 0) == 6  # one attempt each
+    assert processed[in_flight] == 0
+    drained = scrape(service, "/metrics/pipeline")
+    assert drained[("oldest_processing_age_seconds", ())] == 0
+    assert drained[("database_up", ())] == 1
 
 
 def test_send_webhook_command_sends_a_signed_webhook(service):

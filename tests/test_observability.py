@@ -70,7 +70,7 @@ def test_json_log_lines_are_json_with_the_fields_as_keys():
 
 
 def readiness_app(database_url, broker):
-    return make_app(database_url, CELERY=celery_settings(broker, None))
+    return make_app(database_url, CELERY=celery_settings(broker, None, claim_seconds=60))
 
 
 def test_ready_when_database_and_broker_answer(database_url, redis_url):

@@ -5,6 +5,8 @@ Schemathesis reads the app's own spec, generates requests for every operation
 no 5xx, documented status codes, content types and response schemas.
 """
 
+import re
+
 import schemathesis
 from conftest import make_app
 from hypothesis import HealthCheck, given, settings
@@ -32,7 +34,7 @@ def test_the_app_keeps_to_its_own_spec(database_url):
 
         keeps_to_the_spec()
         checked.append(f"{operation.method.upper()} {operation.path}")
-    assert len(checked) == 6, checked
+    assert len(checked) == 7, checked
     with app.app_context():
         db.engine.dispose()
 
@@ -54,6 +56,9 @@ def test_the_spec_documents_every_route_and_its_answers(client):
         ),
         ("GET", "/v1/transactions"): ["200", "422", "503", "default"],
         ("GET", "/v1/transactions/{transaction_id}"): ["200", "404", "503", "default"],
+        ("POST", "/v1/transactions/{transaction_id}/retry"): sorted(
+            ["202", "404", "409", "503", "default"]
+        ),
     }
     webhook = spec["paths"]["/v1/webhooks/transactions"]["post"]
     assert [p["name"] for p in webhook["parameters"]] == [
@@ -72,3 +77,20 @@ def test_the_interactive_docs_load_the_spec(client):
     assert page.status_code == 200
     assert b"swagger-ui" in page.data
     assert b"/openapi.json" in page.data
+
+
+def test_the_docs_load_swagger_ui_from_the_service_itself(client):
+    """No CDN: /docs renders with no internet (the browser test checks every request)."""
+    html = client.get("/docs").get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert sorted(assets) == [
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui-standalone-preset.js",
+        "/docs/assets/swagger-ui.css",
+    ]
+    assert "http" not in html
+    assert '{"validatorUrl":null}' in html  # no badge fetched from validator.swagger.io
+    for asset in assets:
+        with client.get(asset) as response:  # a file: closed with the response
+            assert response.status_code == 200 and len(response.data) > 10_000, asset
+    assert client.get("/docs/assets/../../app/config.py").status_code == 404

@@ -1,84 +1,276 @@
-"""The worker's half: process_due_transactions, on SQLite and PostgreSQL."""
+"""The pipeline in-process, on SQLite and PostgreSQL: claims, outcomes, retries, failures.
+
+The processors here are scripted stand-ins for a deployment's real one (which we do
+not ship); tests/test_http_processor.py and tests/test_processing_live.py use the
+shipped HTTP processor against the simulator, in real processes.
+"""
 
 import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import pytest
 from helpers import as_json, webhook
-from sqlalchemy import select
-from test_webhooks import URL
+from sqlalchemy import select, text, update
 
 from app.extensions import db
+from app.processing.pipeline import RetryPolicy, attempt, claim_due, process_claims, record
+from app.processing.processor import Done, FailedForGood, RetryLater
+from app.processing.simulated import SimulatedProcessor
 from app.store.models import Transaction, TransactionStatus
-from app.store.transactions import process_due_transactions
+
+URL = "/v1/webhooks/transactions"
+POLICY = RetryPolicy(base_seconds=5, max_seconds=3600, max_attempts=3)
 
 
-def receive(app, count: int, delay: float) -> list[str]:
-    app.config["PROCESSING_DELAY_SECONDS"] = delay
+class Scripted:
+    """A processor that answers what it is told, and remembers what it was asked."""
+
+    timeout_seconds = 5
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def process(self, transaction):
+        self.calls.append(transaction)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def receive(app, count: int = 1, **fields) -> list[str]:
     client = app.test_client()
     ids = []
     for _ in range(count):
-        body = webhook()
+        body = webhook(**fields)
         response = client.post(URL, data=as_json(body), content_type="application/json")
         assert response.status_code == 202
         ids.append(body["transaction_id"])
     return ids
 
 
-def rows(app, ids) -> dict[str, Transaction]:
+def row(app, transaction_id: str) -> Transaction:
     with app.app_context():
-        found = db.session.scalars(select(Transaction).where(Transaction.transaction_id.in_(ids)))
-        return {row.transaction_id: row for row in found}
+        found = db.session.get(Transaction, transaction_id)
+        db.session.expunge_all()
+        return found
 
 
-def test_only_transactions_whose_delay_has_passed_are_processed(app):
-    due = receive(app, 3, delay=0)
-    waiting = receive(app, 2, delay=3600)
-
+def run_once(app, processor, policy=POLICY, limit=100, hold=60):
+    """What one task run does: claim, call each at once, record each outcome."""
     with app.app_context():
-        processed = process_due_transactions()
-
-    assert sorted(p.transaction_id for p in processed) == sorted(due)
-    for row in rows(app, due).values():
-        assert row.status is TransactionStatus.PROCESSED
-        assert row.processed_at >= row.next_attempt_at
-    for row in rows(app, waiting).values():
-        assert row.status is TransactionStatus.PROCESSING
-        assert row.processed_at is None
+        claims = claim_due(db.engine, limit, hold)
+        process_claims(db.engine, processor, policy, claims)
+    return claims
 
 
-def test_processing_again_changes_nothing(app):
-    ids = receive(app, 2, delay=0)
+def test_a_received_transaction_is_claimed_at_once_and_held(app):
+    [transaction_id] = receive(app, amount=Decimal("100.50"), currency="USD")
+    before = datetime.now(UTC)
     with app.app_context():
-        assert len(process_due_transactions()) == 2
-    first = {i: row.processed_at for i, row in rows(app, ids).items()}
+        [claim] = claim_due(db.engine, 10, hold_seconds=90)
+        assert claim_due(db.engine, 10, hold_seconds=90) == []  # held: nobody else takes it
+    assert claim.transaction_id == transaction_id
+    assert claim.attempt == 1
+    assert claim.amount == Decimal("100.50") and claim.currency == "USD"
+    held = row(app, transaction_id)
+    assert held.attempts == 1
+    assert held.claimed_until == held.next_attempt_at
+    assert held.claimed_until >= before + timedelta(seconds=89)
 
+
+def test_an_expired_claim_is_claimed_again_as_the_next_attempt(app):
+    [transaction_id] = receive(app)
     with app.app_context():
-        assert process_due_transactions() == []
-    assert {i: row.processed_at for i, row in rows(app, ids).items()} == first
+        claim_due(db.engine, 10, hold_seconds=0)  # a worker that died at once
+        [again] = claim_due(db.engine, 10, hold_seconds=60)
+    assert again.transaction_id == transaction_id and again.attempt == 2
 
 
-def test_a_backlog_larger_than_a_batch_is_processed_in_one_run(app):
-    ids = receive(app, 25, delay=0)
+def test_done_is_processed_with_the_reference(app):
+    ids = receive(app, 3)
+    processor = Scripted(Done("ref_123"))
+    run_once(app, processor)
+    assert sorted(c.transaction_id for c in processor.calls) == sorted(ids)
+    for transaction_id in ids:
+        done = row(app, transaction_id)
+        assert done.status is TransactionStatus.PROCESSED
+        assert done.processor_reference == "ref_123"
+        assert done.attempts == 1
+        assert done.processed_at >= done.created_at
+        assert done.next_attempt_at is None and done.claimed_until is None
+        assert done.last_error is None
+    assert run_once(app, processor) == []  # nothing is called twice
+
+
+def test_the_simulated_processor_is_the_default_and_answers_done(app):
+    [transaction_id] = receive(app)
+    assert isinstance(app.extensions["processor"], SimulatedProcessor)
+    run_once(app, SimulatedProcessor(0))
+    assert row(app, transaction_id).status is TransactionStatus.PROCESSED
+
+
+def test_retry_later_backs_off_in_the_row_then_fails_after_the_last_attempt(app):
+    [transaction_id] = receive(app)
+    processor = Scripted(RetryLater("the processor answered 503"))
+    started = datetime.now(UTC)
+    run_once(app, processor)
+    waiting = row(app, transaction_id)
+    assert waiting.status is TransactionStatus.PROCESSING
+    assert waiting.last_error == "the processor answered 503"
+    assert waiting.claimed_until is None
+    # First retry after base +/- 20%.
+    assert started + timedelta(seconds=4) <= waiting.next_attempt_at
+    assert waiting.next_attempt_at <= datetime.now(UTC) + timedelta(seconds=6)
+    assert run_once(app, processor) == []  # not due yet
+
+    for attempt_number in (2, 3):
+        make_due(app, transaction_id)
+        [claim] = run_once(app, processor)
+        assert claim.attempt == attempt_number
+    failed = row(app, transaction_id)
+    assert failed.status is TransactionStatus.FAILED
+    assert failed.attempts == POLICY.max_attempts
+    assert failed.last_error == "the processor answered 503 (gave up after 3 attempts)"
+    assert failed.failed_at is not None and failed.next_attempt_at is None
+
+
+def test_a_permanent_refusal_fails_after_one_attempt_with_its_reason(app):
+    [transaction_id] = receive(app)
+    run_once(app, Scripted(FailedForGood("the processor answered 422: account closed")))
+    failed = row(app, transaction_id)
+    assert failed.status is TransactionStatus.FAILED
+    assert failed.attempts == 1
+    assert failed.last_error == "the processor answered 422: account closed"
+
+
+def test_retry_after_is_honoured_up_to_the_maximum(app):
+    first, second = receive(app, 2)
+    policy = RetryPolicy(base_seconds=1, max_seconds=120, max_attempts=10)
+    answers = {first: RetryLater("429", 90), second: RetryLater("429", 5000)}
+
+    class AsksToWait(Scripted):
+        def process(self, transaction):
+            return answers[transaction.transaction_id]
+
+    started = datetime.now(UTC)
+    run_once(app, AsksToWait(), policy)
+    assert started + timedelta(seconds=90) <= row(app, first).next_attempt_at
+    assert row(app, first).next_attempt_at <= datetime.now(UTC) + timedelta(seconds=90)
+    assert row(app, second).next_attempt_at <= datetime.now(UTC) + timedelta(seconds=120)
+
+
+def test_a_processor_that_raises_is_retried_not_lost(app):
+    [transaction_id] = receive(app)
+    run_once(app, Scripted(RuntimeError("bug in a processor")))
+    waiting = row(app, transaction_id)
+    assert waiting.status is TransactionStatus.PROCESSING
+    assert waiting.last_error == "the processor raised RuntimeError"
+
+
+def test_a_late_answer_of_an_earlier_attempt_cannot_overwrite_a_later_outcome(app):
+    [transaction_id] = receive(app)
     with app.app_context():
-        processed = process_due_transactions(batch_size=10)
-    assert len(processed) == 25
-    assert all(row.status is TransactionStatus.PROCESSED for row in rows(app, ids).values())
+        [first] = claim_due(db.engine, 10, hold_seconds=0)  # its claim expires...
+        [second] = claim_due(db.engine, 10, hold_seconds=60)  # ...and a second attempt starts
+        assert attempt(db.engine, Scripted(FailedForGood("no")), POLICY, second) is (
+            TransactionStatus.FAILED
+        )
+        # The first attempt's answer arrives after all: it changes nothing.
+        assert attempt(db.engine, Scripted(Done("late")), POLICY, first) is None
+        assert not record(db.engine, first, {"processor_reference": "late"})
+    final = row(app, transaction_id)
+    assert final.status is TransactionStatus.FAILED and final.processor_reference is None
 
 
-def test_concurrent_runs_share_the_backlog_and_process_each_transaction_once(app):
-    ids = receive(app, 300, delay=0)
-    results: list[list[str]] = []
+def test_every_outcome_is_logged_with_its_attempt_before_it_is_committed(app, caplog):
+    [transaction_id] = receive(app)
+    run_once(app, Scripted(RetryLater("the processor answered 503")))
+    make_due(app, transaction_id)
+    run_once(app, Scripted(Done("ref_9")))
+    lines = [r for r in caplog.records if r.name == "app.processing.pipeline"]
+    assert [(r.transaction_id, r.attempt, r.outcome) for r in lines] == [
+        (transaction_id, 1, "retry_later"),
+        (transaction_id, 2, "done"),
+    ]
+    assert all(r.duration_seconds >= 0 for r in lines)
+
+
+def test_concurrent_claims_share_the_backlog_and_claim_each_transaction_once(app):
+    ids = receive(app, 300)
+    claimed: list[list[str]] = []
     start = threading.Barrier(4)
 
-    def run():
+    def claim_all():
         with app.app_context():
             start.wait()
-            results.append([p.transaction_id for p in process_due_transactions(batch_size=20)])
+            mine = []
+            while batch := claim_due(db.engine, 20, hold_seconds=60):
+                mine += [c.transaction_id for c in batch]
+            claimed.append(mine)
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
+    threads = [threading.Thread(target=claim_all) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    everything = [transaction_id for mine in claimed for transaction_id in mine]
+    assert sorted(everything) == sorted(ids)  # every one, and none twice
 
-    processed = [transaction_id for run_ids in results for transaction_id in run_ids]
-    assert sorted(processed) == sorted(ids)  # every one, and none twice
+
+@pytest.mark.parametrize("attempt_number,low,high", [(1, 4, 6), (2, 8, 12), (5, 64, 96)])
+def test_backoff_doubles_with_jitter(attempt_number, low, high):
+    delays = [POLICY.delay(attempt_number, None, jitter=lambda x=x: x) for x in (0, 0.5, 0.999)]
+    assert low <= min(delays) and max(delays) <= high
+    assert delays[1] == pytest.approx(5 * 2 ** (attempt_number - 1))
+
+
+def test_backoff_stops_growing_at_the_maximum():
+    policy = RetryPolicy(base_seconds=5, max_seconds=3600, max_attempts=100)
+    assert policy.delay(40, None) <= 3600
+    assert policy.delay(3, requested=7200) == 3600
+
+
+def make_due(app, transaction_id: str) -> None:
+    with app.app_context(), db.engine.connect() as connection:
+        connection.execute(
+            update(Transaction)
+            .where(Transaction.transaction_id == transaction_id)
+            .values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+
+
+def test_stale_statistics_do_not_turn_the_claim_inside_out(postgres_url):
+    """ANALYZE on an empty backlog, then 100,000 due rows: each claim takes its batch only.
+
+    With `UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` the
+    planner, told by the statistics that nothing is PROCESSING, re-ran the subquery
+    per row: the limit was ignored and a claim took far more than its batch.
+    """
+    from conftest import make_app
+
+    app = make_app(postgres_url)
+    with app.app_context(), db.engine.connect() as connection:
+        connection.execute(text("DELETE FROM transactions"))
+        connection.execute(text("ANALYZE transactions"))
+        connection.execute(
+            text(
+                "INSERT INTO transactions (transaction_id, source_account, destination_account,"
+                " amount, currency, status, created_at, next_attempt_at)"
+                " SELECT 'stale_' || n, 'a', 'b', 1, 'USD', 'PROCESSING', now(), now()"
+                " FROM generate_series(1, 100000) AS n"
+            )
+        )
+        batches = []
+        while batch := claim_due(db.engine, 1000, hold_seconds=600):
+            batches.append(len(batch))
+        assert max(batches) == 1000
+        assert sum(batches) == 100_000
+        left = connection.scalar(
+            select(Transaction.transaction_id).where(Transaction.attempts != 1).limit(1)
+        )
+        assert left is None  # every row claimed exactly once
+        connection.execute(text("DELETE FROM transactions"))
+        db.engine.dispose()

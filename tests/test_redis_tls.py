@@ -53,7 +53,7 @@ def test_readiness_reaches_a_rediss_broker_with_a_self_signed_certificate(
     sqlite_url, tls_redis, caplog
 ):
     backend = tls_redis.url.removesuffix("/0") + "/1"
-    app = make_app(sqlite_url, CELERY=celery_settings(tls_redis.url, backend))
+    app = make_app(sqlite_url, CELERY=celery_settings(tls_redis.url, backend, claim_seconds=60))
     response = app.test_client().get("/health/ready")
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["components"]["broker"]["status"] == "up"

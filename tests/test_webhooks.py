@@ -50,8 +50,9 @@ def test_new_transaction_is_stored_processing_and_acknowledged_202(app, client):
     assert row.amount == Decimal("100.50")
     assert row.currency == "USD"
     assert row.processed_at is None
-    delay = app.config["PROCESSING_DELAY_SECONDS"]
-    assert (row.next_attempt_at - row.created_at).total_seconds() == pytest.approx(delay)
+    # Due at once: the worker claims it within a tick; the processor is the slow part.
+    assert row.next_attempt_at == row.created_at
+    assert row.attempts == 0
 
 
 def test_amount_survives_exactly(app, client):

@@ -1,39 +1,42 @@
-"""Celery tasks: thin wrappers over the services."""
+"""The Celery task: a thin wrapper over the pipeline (app/processing/pipeline.py)."""
 
 import logging
 
 from celery import shared_task
+from flask import current_app
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app import metrics
-from app.store import transactions as store
+from app.config import claim_seconds
+from app.extensions import db
+from app.processing import pipeline
 
 log = logging.getLogger(__name__)
 
 
 @shared_task(ignore_result=True)
 def process_due_transactions() -> int:
-    """Sent by beat every second: process every transaction whose delay has passed.
+    """Claim a batch of due transactions and process them; returns how many it claimed.
 
-    Every run looks at all overdue transactions, not only those that fell due
-    since the last one, so this is also the sweep that recovers from any fault:
-    a lost message, a dead worker, a database that was away.
+    Beat sends this every second. A run that finds a full batch due sends another
+    before it starts calling, so a backlog fans out over the worker's pool at once;
+    claims are made only by a run that has a pool slot, so nothing waits in the
+    broker holding a claim. A lost, repeated or late message costs nothing: the
+    next run claims whatever is due, including what a dead worker left behind.
     """
+    processor = current_app.extensions["processor"]
+    policy = pipeline.RetryPolicy.from_config(current_app.config)
+    hold = claim_seconds(current_app.config)
     try:
-        processed = store.process_due_transactions()
+        claims = pipeline.claim_due(db.engine, pipeline.BATCH_SIZE, hold)
     except (OperationalError, InterfaceError) as exc:
         # One line, not a traceback a second: the next tick tries again.
         log.warning("database unavailable, will retry next tick: %s", str(exc).splitlines()[0])
         return 0
-    waits = []
-    for transaction in processed:
-        waited = (transaction.processed_at - transaction.created_at).total_seconds()
-        waits.append(waited)
-        log.info(
-            "transaction %s processed %.3f s after it was received",
-            transaction.transaction_id,
-            waited,
-            extra={"transaction_id": transaction.transaction_id, "waited_seconds": waited},
-        )
-    metrics.record_processed(waits)
-    return len(processed)
+    if len(claims) == pipeline.BATCH_SIZE:
+        try:
+            process_due_transactions.delay()
+        except BrokerError as exc:  # the next tick fans out instead
+            log.warning("broker unavailable, the next tick takes the backlog: %s", exc)
+    pipeline.process_claims(db.engine, processor, policy, claims)
+    return len(claims)

@@ -1,16 +1,12 @@
-"""The rules of a transaction's life: received once, processed once its delay has passed.
-
-No Flask request objects here: the routes and the Celery tasks both call in.
+"""A transaction's rules on the way in and for operators: received once, found, listed,
+re-driven. No Flask request objects here. (Processing is app/processing/pipeline.py.)
 """
 
 import enum
 import functools
-import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import Dialect, Row, bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
@@ -36,13 +32,6 @@ class ConflictingDuplicate(Exception):
         self.fields = fields
 
 
-@dataclass(frozen=True)
-class ProcessedTransaction:
-    transaction_id: str
-    created_at: datetime
-    processed_at: datetime
-
-
 @functools.cache
 def _insert_ignoring_conflicts(dialect: Dialect) -> DriverStatement:
     """Built and compiled once per dialect; run for every webhook by app/store/driver.py."""
@@ -63,17 +52,16 @@ def ingest_webhook(payload: dict[str, Any]) -> Receipt:
 
     One atomic INSERT ... ON CONFLICT DO NOTHING decides which of any number of
     concurrent copies is new; a check-then-insert would let two of them through.
-    Once this returns ACCEPTED the row is committed, and the worker will find it
-    when its delay has passed: nothing else has to be enqueued, so nothing can
-    be lost between the commit and a broker.
+    Once this returns ACCEPTED the row is committed and due, and the worker will
+    find it (app/processing/pipeline.py): nothing else has to be enqueued, so
+    nothing can be lost between the commit and a broker.
     """
     received_at = utcnow()
-    delay = timedelta(seconds=current_app.config["PROCESSING_DELAY_SECONDS"])
     row = {
         **{field: payload[field] for field in ("transaction_id", *BUSINESS_FIELDS)},
         "status": TransactionStatus.PROCESSING,
         "created_at": received_at,
-        "next_attempt_at": received_at + delay,
+        "next_attempt_at": received_at,  # due at once: the processor is the slow part
     }
     if _insert(row) is not None:
         return Receipt.ACCEPTED
@@ -129,47 +117,6 @@ def list_transactions(
         query = query.where(tuple_(table.c.created_at, table.c.transaction_id) < tuple_(*after))
     with db.engine.connect() as connection:
         return list(connection.execute(query.limit(limit)))
-
-
-def process_due_transactions(
-    batch_size: int = 1000, time_budget_seconds: float = 20.0
-) -> list[ProcessedTransaction]:
-    """Mark every transaction whose delay has passed PROCESSED, in committed batches.
-
-    The UPDATE only touches rows still PROCESSING, so a transaction moves forward
-    once however many workers, retries and sweeps run this at the same time; on
-    PostgreSQL, SKIP LOCKED lets concurrent runs share a backlog instead of queueing
-    behind each other. Stops after the time budget; the next run goes on from there.
-    """
-    processed: list[ProcessedTransaction] = []
-    deadline = time.monotonic() + time_budget_seconds
-    while time.monotonic() < deadline:
-        batch = _process_batch(batch_size)
-        processed.extend(batch)
-        if len(batch) < batch_size:
-            break
-    return processed
-
-
-def _process_batch(batch_size: int) -> list[ProcessedTransaction]:
-    now = utcnow()
-    still_processing = Transaction.status == TransactionStatus.PROCESSING
-    due = (
-        select(Transaction.transaction_id)
-        .where(still_processing, Transaction.next_attempt_at <= now)
-        .order_by(Transaction.next_attempt_at)
-        .limit(batch_size)
-        .with_for_update(skip_locked=True)
-    )
-    statement = (
-        update(Transaction)
-        .where(Transaction.transaction_id.in_(due.scalar_subquery()), still_processing)
-        .values(status=TransactionStatus.PROCESSED, processed_at=now)
-        .returning(Transaction.transaction_id, Transaction.created_at, Transaction.processed_at)
-    )
-    with db.engine.connect() as connection:  # one statement, committed on its own
-        rows = connection.execute(statement).all()
-    return [ProcessedTransaction(*row) for row in rows]
 
 
 def _failed(since: datetime | None, error_contains: str | None, ids: list[str] | None):

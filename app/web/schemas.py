@@ -158,11 +158,20 @@ class TransactionSchema(Schema):
     destination_account = fields.String()
     amount = Amount(metadata={"type": "number", "example": 100.5})
     currency = fields.String()
-    status = fields.String(metadata={"enum": ["PROCESSING", "PROCESSED"]})
+    status = fields.String(metadata={"enum": [status.value for status in TransactionStatus]})
     created_at = Timestamp(metadata={"type": "string", "format": "date-time"})
     processed_at = Timestamp(
         allow_none=True,
         metadata={"type": "string", "format": "date-time", "description": "null until processed"},
+    )
+    attempts = fields.Integer(metadata={"description": "Processor calls made so far."})
+    last_error = fields.String(
+        allow_none=True,
+        metadata={"description": "Why the last failed attempt failed; null unless one failed."},
+    )
+    processor_reference = fields.String(
+        allow_none=True,
+        metadata={"description": "The processor's own reference, once it answered done."},
     )
 
 

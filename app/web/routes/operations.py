@@ -48,3 +48,13 @@ def prometheus_metrics():
     """Prometheus metrics, added up over every Gunicorn worker and the Celery worker."""
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
+
+
+@blp.get("/metrics/pipeline")
+@blp.doc(
+    responses={"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}
+)
+def pipeline_metrics():
+    """Database-wide gauges (waiting, due, FAILED, oldest PROCESSING): scrape one instance."""
+    body, content_type = metrics.render_pipeline()
+    return Response(body, content_type=content_type)

@@ -1,0 +1,213 @@
+"""Processing in real processes: Gunicorn, the Celery worker (gevent pool) and beat,
+PostgreSQL, a redis-server of the test's own, and the processor simulator over HTTP."""
+
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+from helpers import get_transaction, post_webhook, wait_until, webhook
+from sqlalchemy import create_engine, select
+
+from app.store.models import Transaction
+from scripts.processes import BIN, ROOT, ProcessorSimulator, RedisServer, Service
+
+pytestmark = pytest.mark.processes
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database(postgres_url):
+    engine = create_engine(postgres_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def started(tmp_path):
+    """Starts things and stops them after the test, whatever happens."""
+    things = []
+
+    def start(thing):
+        things.append(thing)
+        return thing.start()
+
+    yield start
+    for thing in reversed(things):
+        thing.stop()
+
+
+def service_with(tmp_path, postgres_url, redis_server, simulator, **settings) -> Service:
+    return Service(
+        tmp_path,
+        DATABASE_URL=postgres_url,
+        CELERY_BROKER_URL=redis_server.url,
+        PROCESSOR_URL=f"{simulator.url}/process",
+        **{
+            "PROCESSOR_TIMEOUT_SECONDS": "2",
+            "PROCESSING_RETRY_BASE_SECONDS": "0.2",
+            "PROCESSING_RETRY_MAX_SECONDS": "2",
+            **settings,
+        },
+    )
+
+
+def accept(service: Service, count: int, **fields) -> list[str]:
+    bodies = [webhook(**fields) for _ in range(count)]
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda body: post_webhook(service.url, body).status_code, bodies))
+    assert statuses == [202] * count, service.logs()
+    return [body["transaction_id"] for body in bodies]
+
+
+def rows(database, ids) -> dict[str, Transaction]:
+    with database.connect() as connection:
+        found = connection.execute(select(Transaction).where(Transaction.transaction_id.in_(ids)))
+        return {row.transaction_id: row for row in found}
+
+
+def wait_for_status(database, ids, status: str, timeout: float = 90) -> dict[str, Transaction]:
+    def all_there():
+        found = rows(database, ids)
+        done = len(found) == len(ids) and all(r.status == status for r in found.values())
+        return found if done else None
+
+    return wait_until(all_there, timeout=timeout, interval=0.3)
+
+
+def test_flaky_processor_each_transaction_processed_with_one_effect(
+    tmp_path, postgres_url, redis_server, database, started
+):
+    simulator = started(
+        ProcessorSimulator(
+            tmp_path, "--latency", "0.5", "--transient-rate", "0.3", "--timeout-rate", "0.1"
+        )
+    )
+    service = started(service_with(tmp_path, postgres_url, redis_server, simulator))
+    ids = accept(service, 200)
+    done = wait_for_status(database, ids, "PROCESSED")
+
+    keys = simulator.keys()
+    assert {transaction_id: keys[transaction_id]["effects"] for transaction_id in ids} == {
+        transaction_id: 1 for transaction_id in ids
+    }
+    assert sum(keys[i]["calls"] for i in ids) > len(ids)  # the failures were retried
+    for transaction_id in ids:
+        assert done[transaction_id].processor_reference == keys[transaction_id]["reference"]
+    shown = get_transaction(service.url, ids[0]).json()
+    assert shown["processor_reference"] == keys[ids[0]]["reference"]
+    assert shown["attempts"] == done[ids[0]].attempts >= 1
+    # One line per attempt's outcome: as many "done" lines as transactions.
+    worker_log = service["worker"].log()
+    assert sum(f"transaction {i} attempt " in worker_log for i in ids) == len(ids)
+    assert all(f"transaction {i} attempt {done[i].attempts}: done" in worker_log for i in ids), (
+        "a committed outcome without its log line"
+    )
+
+
+def test_refused_for_good_fails_after_one_attempt_with_the_reason(
+    tmp_path, postgres_url, redis_server, database, started
+):
+    simulator = started(
+        ProcessorSimulator(tmp_path, "--latency", "0", "--refuse-account", "acc_frozen")
+    )
+    service = started(service_with(tmp_path, postgres_url, redis_server, simulator))
+    [refused] = accept(service, 1, source_account="acc_frozen")
+    [fine] = accept(service, 1)
+    wait_for_status(database, [fine], "PROCESSED")
+    failed = wait_for_status(database, [refused], "FAILED")[refused]
+    assert failed.attempts == 1
+    assert failed.last_error == 'the processor answered 422: {"error": "account refused"}'
+    shown = get_transaction(service.url, refused).json()
+    assert shown["status"] == "FAILED" and shown["last_error"] == failed.last_error
+    listed = requests.get(f"{service.url}/v1/transactions?status=FAILED", timeout=10).json()
+    assert [t["transaction_id"] for t in listed["transactions"]] == [refused]
+
+
+def test_a_processor_down_too_long_fails_and_a_redrive_once_it_is_back_processes(
+    tmp_path, postgres_url, redis_server, database, started
+):
+    simulator = ProcessorSimulator(tmp_path, "--latency", "0")  # not started: refused
+    service = started(
+        service_with(tmp_path, postgres_url, redis_server, simulator, PROCESSING_MAX_ATTEMPTS="3")
+    )
+    ids = accept(service, 3)
+    failed = wait_for_status(database, ids, "FAILED", timeout=60)
+    for row in failed.values():
+        assert row.attempts == 3
+        assert row.last_error == (
+            "could not reach the processor: ConnectionError (gave up after 3 attempts)"
+        )
+
+    started(simulator)  # the processor is back
+    answer = requests.post(f"{service.url}/v1/transactions/{ids[0]}/retry", timeout=10)
+    assert answer.status_code == 202
+    again = requests.post(f"{service.url}/v1/transactions/{ids[0]}/retry", timeout=10)
+    assert again.status_code == 409  # no longer FAILED
+    assert wait_for_status(database, ids[:1], "PROCESSED")[ids[0]].attempts == 1
+
+    # The rest in bulk, from the command line: a dry run first changes nothing.
+    command = [str(BIN / "flask"), "--app", "app", "retry-failed", "--error-contains", "reach"]
+    env = service.env
+    dry = subprocess.run([*command, "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert sorted(dry.stdout.split()[-2:]) == sorted(ids[1:]), dry.stdout
+    assert rows(database, ids[1:])[ids[1]].status == "FAILED"
+    real = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert real.returncode == 0, real.stderr
+    assert "re-drove 2" in real.stdout
+    wait_for_status(database, ids, "PROCESSED")
+    assert {k: simulator.keys()[k]["effects"] for k in ids} == dict.fromkeys(ids, 1)
+
+
+def test_retry_after_is_honoured(tmp_path, postgres_url, redis_server, database, started):
+    simulator = started(
+        ProcessorSimulator(
+            tmp_path, "--latency", "0", "--transient-rate", "1", "--retry-after", "20"
+        )
+    )
+    service = started(
+        service_with(
+            tmp_path, postgres_url, redis_server, simulator, PROCESSING_RETRY_MAX_SECONDS="60"
+        )
+    )
+    [transaction_id] = accept(service, 1)
+
+    def first_outcome():
+        row = rows(database, [transaction_id])[transaction_id]
+        return row if row.last_error else None
+
+    row = wait_until(first_outcome, timeout=30)
+    assert row.attempts == 1
+    # Backoff alone would be 0.2 s; the processor asked for 20.
+    assert row.next_attempt_at >= datetime.now(UTC) + timedelta(seconds=15)
+
+
+def test_a_worker_killed_mid_call_is_called_again_with_the_same_key_after_its_claim(
+    tmp_path, postgres_url, redis_server, database, started
+):
+    simulator = started(ProcessorSimulator(tmp_path, "--latency", "3"))
+    service = started(service_with(tmp_path, postgres_url, redis_server, simulator))
+    ids = accept(service, 40)
+    wait_until(lambda: simulator.stats()["in_flight"] == 40, timeout=30, interval=0.1)
+    claimed = rows(database, ids)
+    service["worker"].kill()
+    service.start("worker")
+    # Not called again while the first attempt is inside its claim...
+    time.sleep(5)
+    assert simulator.stats()["calls"] == 40
+    # ...then called again, same key: processed, one effect each.
+    done = wait_for_status(database, ids, "PROCESSED", timeout=90)
+    for transaction_id in ids:
+        assert done[transaction_id].processed_at >= claimed[transaction_id].claimed_until
+        assert done[transaction_id].attempts == 2
+    keys = simulator.keys()
+    assert {i: (keys[i]["calls"], keys[i]["effects"]) for i in ids} == dict.fromkeys(ids, (2, 1))
