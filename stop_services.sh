@@ -12,4 +12,5 @@ source "$(dirname "$0")/scripts/common.sh"
 stop_pidfiles 65 "$RUN_DIR/web.pid:gunicorn" "$RUN_DIR/worker.pid:celery"
 stop_pidfiles 10 "$RUN_DIR/beat.pid:celery"
 stop_pidfiles 10 "$RUN_DIR/redis.pid:redis-server"
+rm -f "$RUN_DIR"/*.log.fifo  # the log writers (scripts/rotating_log.py) end with their process
 say "Stopped."
