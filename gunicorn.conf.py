@@ -26,8 +26,17 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # socket and sends nothing, holds a greenlet, not a process; with sync workers five
 # such sockets stalled the whole service (README, "One pool for both sides").
 # psycopg2 is made cooperative in create_app. Heroku sets WEB_CONCURRENCY per dyno size.
-worker_class = "gevent"
+# The class is Gunicorn's gevent worker, writing its own error pages (400, 414, 431,
+# 500) as the API's problem+json (app/web/server.py).
+worker_class = "app.web.server.ProblemGeventWorker"
+# Connections (green threads) per worker. Each slow or idle socket holds one for at
+# most keepalive + BODY_READ_SECONDS (about 12 s), so exhausting them takes over a
+# thousand sockets per worker held open without pause, a flood, not a slow client.
 worker_connections = 1000
+# Seconds to wait for the next request's line and headers on a connection, the first
+# request included: under gevent workers this is also the deadline for the headers.
+# An idle socket, or one trickling its headers, is closed after it.
+keepalive = 2
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
 
 # Workers signal liveness by touching a file; in memory, not on a (container) disk.
@@ -73,6 +82,11 @@ def on_starting(server):
         server.log.warning(
             "WEBHOOK_SECRET is not set: unsigned webhooks are accepted. "
             "Set it to require Standard Webhooks signatures."
+        )
+    if not (app_config["API_READ_TOKENS"] or app_config["API_ADMIN_TOKENS"]):
+        server.log.warning(
+            "API_READ_TOKENS and API_ADMIN_TOKENS are not set: anyone can read transactions "
+            "and metrics, and re-drive. Set them to require Authorization: Bearer <token>."
         )
 
 

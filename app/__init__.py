@@ -20,7 +20,8 @@ from app.extensions import (
 from app.logs import configure_logging
 from app.metrics import check_multiprocess_mode
 from app.processing.processor import processor_from_config
-from app.web.auth import Tokens
+from app.web.auth import SECURITY_SCHEME, Tokens
+from app.web.bodies import Request
 from app.web.docs import ASSETS_URL as DOCS_ASSETS_URL
 from app.web.docs import init_docs
 from app.web.errors import register_error_handlers
@@ -41,13 +42,24 @@ OPENAPI_SETTINGS = {
     # Swagger UI would otherwise send the spec to validator.swagger.io for a badge.
     "OPENAPI_SWAGGER_UI_CONFIG": {"validatorUrl": None},
     "API_SPEC_OPTIONS": {
+        "components": {
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from API_READ_TOKENS (reads) or API_ADMIN_TOKENS "
+                    "(reads and actions). Needed only when either is set.",
+                }
+            }
+        },
         "info": {
             "description": (
-                "Receives payment webhooks, stores each transaction once, and processes it "
-                "PROCESSING_DELAY_SECONDS after it arrives. Every error is RFC 9457 problem "
-                "details (application/problem+json)."
+                "Receives payment webhooks, stores each transaction once, and has each one "
+                "processed by a slow, fallible processor, retried with backoff until it is "
+                "PROCESSED or FAILED. Every error is RFC 9457 problem details "
+                "(application/problem+json)."
             )
-        }
+        },
     },
 }
 
@@ -55,6 +67,7 @@ OPENAPI_SETTINGS = {
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     cooperative_database_driver()
     app = Flask(__name__, static_folder=None)
+    app.request_class = Request  # bodies read whole, their framing checked (app/web/bodies.py)
     app.json = ExactJSONProvider(app)
     app.config.update(load_config())
     app.config.update(OPENAPI_SETTINGS)

@@ -78,12 +78,13 @@ ATTEMPTS = Histogram(
     buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20),
 )
 
-# Where a status code leaves a webhook, for the outcome label.
+# Where a status code leaves a webhook, for the outcome label. A duplicate answers
+# 202 as the first did; the route names that outcome itself.
 OUTCOME_BY_STATUS = {
     202: "accepted",
-    200: "duplicate",
     409: "conflict",
     400: "invalid",
+    408: "invalid",  # a body too slow to arrive: the client's doing, not an error of ours
     415: "invalid",
     422: "invalid",
     401: "unauthorized",
@@ -95,12 +96,14 @@ OUTCOME_BY_STATUS = {
 # Every outcome exists from the start, at 0, so that rate() and alerts see it; and
 # looking the labelled counter up once here saves doing it on every request.
 WEBHOOKS_BY_OUTCOME = {
-    outcome: WEBHOOKS.labels(outcome) for outcome in {*OUTCOME_BY_STATUS.values(), "error"}
+    outcome: WEBHOOKS.labels(outcome)
+    for outcome in {*OUTCOME_BY_STATUS.values(), "duplicate", "error"}
 }
 
 
-def record_webhook(status: int, seconds: float) -> None:
-    WEBHOOKS_BY_OUTCOME[OUTCOME_BY_STATUS.get(status, "error")].inc()
+def record_webhook(status: int, seconds: float, outcome: str | None = None) -> None:
+    """Count a webhook by `outcome` if the route named one, else by its status code."""
+    WEBHOOKS_BY_OUTCOME[outcome or OUTCOME_BY_STATUS.get(status, "error")].inc()
     ACKNOWLEDGEMENT_SECONDS.observe(seconds)
 
 

@@ -8,8 +8,13 @@ Gunicorn settings, the hand-written reference receivers of bench/reference.py.
 wrk drives the load. In each run, for 10 and for 50 connections, the same load
 goes to the service and to each reference, one after the other; ratios are taken
 within a run, and every figure printed is the median over the runs. Then:
-GET by id, a drain of a 5,000-webhook burst with PROCESSING_DELAY_SECONDS=5, and
-memory. Prints one table and writes it as JSON to bench/results/.
+GET by id; drains of a 5,000-webhook burst with a processor latency of 5 s, through
+the simulated processor and through the HTTP processor against the processor
+simulator; a backlog of 100,000 due rows on stale statistics, drained by one worker
+process with a processor latency of 0 (transactions per second and CPU-milliseconds
+per transaction: the pipeline's own cost); and memory. While acknowledgement is
+measured, the worker processes what the load sends (latency 1 s), as in production.
+Prints one table and writes it as JSON to bench/results/.
 
 Not a test: it asserts nothing. Its figures go in the README's Performance section.
 """
@@ -36,6 +41,7 @@ from scripts.processes import (
     POSTGRES_ADMIN_URL,
     ROOT,
     Process,
+    ProcessorSimulator,
     RedisServer,
     Service,
     ThrowawayDatabase,
@@ -46,6 +52,7 @@ RESULTS = ROOT / "bench" / "results"
 CONNECTIONS = (10, 50)
 BURST = 5000
 DRAIN_DELAY = 5.0
+BACKLOG = 100_000
 SEEDED = 1000
 JSON_HEADERS = {"Content-Type": "application/json"}
 REFERENCES = {
@@ -66,6 +73,7 @@ def main() -> int:
     parser.add_argument(
         "--memory-seconds", type=int, default=60, help="length of the web memory run"
     )
+    parser.add_argument("--backlog", type=int, default=BACKLOG, help="due rows to drain")
     args = parser.parse_args()
     ensure_wrk()
     RESULTS.mkdir(exist_ok=True)
@@ -76,6 +84,10 @@ def main() -> int:
             results = {"machine": machine(), "settings": vars(args) | {"burst": BURST}}
             results |= acknowledgement_and_lookup(work, url, redis_server.url, args)
             results["drain"] = [drain(work, url, redis_server.url) for _ in range(args.runs)]
+            results["drain_http"] = [
+                drain(work, url, redis_server.url, over_http=True) for _ in range(args.runs)
+            ]
+            results["backlog"] = backlog(work, url, redis_server.url, args.backlog)
         finally:
             redis_server.stop()
 
@@ -168,12 +180,13 @@ def children(pid: int) -> list[int]:
 
 
 def acknowledgement_and_lookup(work: Path, url: str, redis_url: str, args) -> dict:
-    # A delay of an hour: nothing is processed while acknowledgement is measured,
-    # for the service as for the references (which have no worker at all).
+    # The worker processes what the load sends (the simulated processor, 1 s), as in
+    # production; it runs while the references are measured too, so the machine is
+    # as busy for them.
     service = Service(
         work,
         **production_settings(
-            DATABASE_URL=url, CELERY_BROKER_URL=redis_url, PROCESSING_DELAY_SECONDS="3600"
+            DATABASE_URL=url, CELERY_BROKER_URL=redis_url, PROCESSING_DELAY_SECONDS="1"
         ),
     )
     service.start()
@@ -233,16 +246,19 @@ def seed_for_lookup(service_url: str) -> None:
         response.raise_for_status()
 
 
-def drain(work: Path, url: str, redis_url: str) -> dict:
+def drain(work: Path, url: str, redis_url: str, over_http: bool = False) -> dict:
     """A burst of BURST webhooks, sent as fast as the service takes them; then the
-    time until the last is PROCESSED, minus the delay, from the database's own stamps."""
+    time until the last is PROCESSED, minus the processor's latency, from the
+    database's own stamps. The processor: simulated, or HTTP to the simulator."""
     with create_engine(url).begin() as connection:
         connection.execute(text("TRUNCATE transactions"))
+    settings = {"PROCESSING_DELAY_SECONDS": str(DRAIN_DELAY)}
+    simulator = None
+    if over_http:
+        simulator = ProcessorSimulator(work, "--latency", str(DRAIN_DELAY)).start()
+        settings["PROCESSOR_URL"] = f"{simulator.url}/process"
     service = Service(
-        work,
-        **production_settings(
-            DATABASE_URL=url, CELERY_BROKER_URL=redis_url, PROCESSING_DELAY_SECONDS=str(DRAIN_DELAY)
-        ),
+        work, **production_settings(DATABASE_URL=url, CELERY_BROKER_URL=redis_url, **settings)
     )
     service.start()
     peak = {"web": 0.0, "worker": 0.0, "web_pss": 0.0, "worker_pss": 0.0}
@@ -268,6 +284,9 @@ def drain(work: Path, url: str, redis_url: str) -> dict:
         sampling.set()
         sampler.join()
         service.stop()
+        most_in_flight = simulator.stats()["max_in_flight"] if simulator else None
+        if simulator:
+            simulator.stop()
     with create_engine(url).connect() as connection:
         first, last_accepted, last_processed, accepted = connection.execute(
             text(
@@ -285,7 +304,67 @@ def drain(work: Path, url: str, redis_url: str) -> dict:
         "peak_worker_mb": peak["worker"],
         "peak_web_pss_mb": peak["web_pss"],
         "peak_worker_pss_mb": peak["worker_pss"],
+        "most_calls_in_flight": most_in_flight,
     }
+
+
+def backlog(work: Path, url: str, redis_url: str, rows: int) -> dict:
+    """`rows` due transactions, loaded after an ANALYZE of an empty table (stale
+    statistics), drained by one worker process with a processor latency of 0."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE transactions"))
+    with engine.connect() as connection:
+        connection.execute(text("ANALYZE transactions"))
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO transactions (transaction_id, source_account, destination_account,"
+                " amount, currency, status, created_at, next_attempt_at)"
+                " SELECT 'backlog_' || n, 'acc_src', 'acc_dst', 10.5, 'EUR', 'PROCESSING',"
+                " now(), now() FROM generate_series(1, :rows) AS n"
+            ),
+            {"rows": rows},
+        )
+    engine.dispose()
+    service = Service(
+        work, DATABASE_URL=url, CELERY_BROKER_URL=redis_url, PROCESSING_DELAY_SECONDS="0"
+    )
+    service.start("worker")
+    started_cpu, started = cpu_seconds(service["worker"].pid), time.monotonic()
+    service.start("beat")
+    try:
+        deadline = time.monotonic() + 600
+        while count(url, "SELECT count(*) FROM transactions WHERE status = 'PROCESSING'"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the backlog did not drain in 10 minutes:\n" + service.logs())
+            time.sleep(0.5)
+        seconds = time.monotonic() - started
+        cpu = cpu_seconds(service["worker"].pid) - started_cpu
+    finally:
+        service.stop()
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "per_second": rows / seconds,
+        "worker_cpu_ms_per_transaction": cpu * 1000 / rows,
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process and its descendants so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            pending += children(current)
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def send_burst(port: int, total: int, senders: int) -> int:
@@ -418,9 +497,10 @@ def summarise(results: dict) -> dict:
         )
         for run in results["runs"]
     )
-    summary["drain"] = {
-        key: median(d[key] for d in results["drain"]) for key in results["drain"][0]
-    }
+    for drain_kind in ("drain", "drain_http"):
+        summary[drain_kind] = {
+            key: median(d[key] or 0 for d in results[drain_kind]) for key in results[drain_kind][0]
+        }
     return summary
 
 
@@ -451,12 +531,27 @@ def print_table(results: dict) -> None:
     print("\nRatios (taken within each run, then the median)")
     for key, ratio in summary["ratios"].items():
         print(f"  {key:<40}{ratio:>6.2f}")
+    for drain_kind, processor in (("drain", "simulated"), ("drain_http", "HTTP, simulator")):
+        drained = summary[drain_kind]
+        print(
+            f"\nDrain ({processor} processor): {drained['accepted']:.0f} webhooks in "
+            f"{drained['burst_seconds']:.1f} s ({drained['burst_rps']:.0f}/s, errors "
+            f"{drained['burst_errors']:.0f}), latency {DRAIN_DELAY:.0f} s: the last was "
+            f"PROCESSED {drained['overhead_seconds']:.2f} s after its latency past the last "
+            f"acceptance; peak worker RSS {drained['peak_worker_mb']:.0f} MB"
+            + (
+                f"; most calls in flight at once {drained['most_calls_in_flight']:.0f}"
+                if drained["most_calls_in_flight"]
+                else ""
+            )
+        )
     drained = summary["drain"]
+    backlog_figures = results["backlog"]
     print(
-        f"\nDrain: {drained['accepted']:.0f} webhooks in {drained['burst_seconds']:.1f} s "
-        f"({drained['burst_rps']:.0f}/s, errors {drained['burst_errors']:.0f}), "
-        f"delay {DRAIN_DELAY:.0f} s: "
-        f"the last was PROCESSED {drained['overhead_seconds']:.2f} s after the delay had passed"
+        f"\nBacklog: {backlog_figures['rows']:,} due rows on stale statistics, latency 0, one "
+        f"worker process: drained in {backlog_figures['seconds']:.1f} s, "
+        f"{backlog_figures['per_second']:.0f} transactions/s, "
+        f"{backlog_figures['worker_cpu_ms_per_transaction']:.2f} CPU-ms per transaction"
     )
     memory = results["memory"]
     print(

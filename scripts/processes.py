@@ -42,14 +42,14 @@ SERVICE_VARIABLES = (
     "LOG_LEVEL",
     "LOG_FORMAT",
     "WEBHOOK_SECRET",
+    "API_READ_TOKENS",
+    "API_ADMIN_TOKENS",
     "PROMETHEUS_MULTIPROC_DIR",
     "PROCESSOR_URL",
     "PROCESSOR_TIMEOUT_SECONDS",
     "PROCESSING_RETRY_BASE_SECONDS",
     "PROCESSING_RETRY_MAX_SECONDS",
     "PROCESSING_MAX_ATTEMPTS",
-    "API_READ_TOKENS",
-    "API_ADMIN_TOKENS",
 )
 
 
@@ -229,12 +229,14 @@ class RedisServer:
 
 
 class ThrowawayDatabase:
-    """A fresh PostgreSQL database, migrated with the release command, dropped on exit.
+    """A fresh PostgreSQL database, migrated with the release command (unless told not
+    to), dropped on exit.
 
     `admin_url` names a server and a database to connect to for CREATE DATABASE.
     """
 
-    def __init__(self, admin_url: str):
+    def __init__(self, admin_url: str, migrated: bool = True):
+        self.migrated = migrated
         self.admin = create_engine(database_url(admin_url), isolation_level="AUTOCOMMIT")
         self.name = f"webhooks_test_{uuid.uuid4().hex[:12]}"
         url = make_url(database_url(admin_url)).set(database=self.name)
@@ -243,6 +245,8 @@ class ThrowawayDatabase:
     def __enter__(self) -> str:
         with self.admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{self.name}"'))
+        if not self.migrated:
+            return self.url
         subprocess.run(
             procfile_command("release"),
             cwd=ROOT,

@@ -1,6 +1,7 @@
 """Small helpers shared by the test modules."""
 
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -84,3 +85,31 @@ def times_processed(worker_log: str, transaction_id: str) -> int:
     return len(
         re.findall(rf"transaction {re.escape(transaction_id)} attempt \d+: done", worker_log)
     )
+
+
+def raw_exchange(port: int, data: bytes, half_close: bool = False, timeout: float = 15) -> bytes:
+    """Send bytes as they are over a fresh socket; what came back before the server closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+            if b"\r\n\r\n" in received:
+                head, _, body = received.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                if length and len(body) >= int(length.group(1)):
+                    break
+        return received
+
+
+def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-case names, body) of one raw HTTP/1.1 response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split(" ")[1]), headers, body

@@ -131,5 +131,11 @@ def test_bad_parameters_are_422_naming_them(client, params, field):
     assert list(response.get_json()["errors"]) == [field]
 
 
+def test_an_empty_cursor_is_no_cursor(client):
+    receive(client, 3)
+    first = client.get(URL, query_string={"limit": 2}).get_json()
+    assert client.get(URL + "?limit=2&cursor=").get_json() == first
+
+
 def test_an_empty_listing(client):
     assert client.get(URL).get_json() == {"transactions": [], "next_cursor": None}

@@ -1,12 +1,18 @@
 """The schema comes from Alembic migrations, and they match the models."""
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
 import flask_migrate
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import ROOT, make_app
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select, text
 
 from app.extensions import db
+from app.processing.pipeline import claim_due
+from app.store.models import Transaction, TransactionStatus
+from scripts.processes import POSTGRES_ADMIN_URL, ThrowawayDatabase
 
 MIGRATIONS = str(ROOT / "migrations")
 
@@ -29,3 +35,68 @@ def test_migrations_upgrade_downgrade_and_upgrade_again(tmp_path):
         flask_migrate.upgrade(directory=MIGRATIONS)
         assert "transactions" in inspect(db.engine).get_table_names()
         db.engine.dispose()
+
+
+def test_upgrading_a_database_that_holds_transactions_in_every_state(database_url, tmp_path):
+    """0002 -> 0003 on rows as the old service left them; the new worker then takes them on."""
+    if database_url.startswith("sqlite"):
+        database_url = f"sqlite:///{tmp_path / 'upgrade.sqlite3'}"
+    else:
+        database = ThrowawayDatabase(POSTGRES_ADMIN_URL, migrated=False)
+        database_url = database.__enter__()
+    app = make_app(database_url)
+    try:
+        with app.app_context():
+            flask_migrate.upgrade(directory=MIGRATIONS, revision="0002")
+            now = datetime.now(UTC)
+            with db.engine.connect() as connection:
+                for transaction_id, status, due, processed in (
+                    ("old_waiting", "PROCESSING", now - timedelta(seconds=5), None),
+                    ("old_later", "PROCESSING", now + timedelta(hours=1), None),
+                    ("old_done", "PROCESSED", now - timedelta(hours=1), now),
+                ):
+                    connection.execute(
+                        text(
+                            "INSERT INTO transactions (transaction_id, source_account,"
+                            " destination_account, amount, currency, status, created_at,"
+                            " process_after, processed_at) VALUES (:id, 'a', 'b', :amount, 'USD',"
+                            " :status, :created, :due, :processed)"
+                        ),
+                        {
+                            "id": transaction_id,
+                            "amount": "10.50",
+                            "status": status,
+                            "created": _stored(db.engine, now - timedelta(hours=1)),
+                            "due": _stored(db.engine, due),
+                            "processed": _stored(db.engine, processed),
+                        },
+                    )
+            flask_migrate.upgrade(directory=MIGRATIONS)
+
+            rows = {r.transaction_id: r for r in db.session.scalars(select(Transaction))}
+            assert rows["old_done"].status is TransactionStatus.PROCESSED
+            assert rows["old_done"].attempts == 0 and rows["old_done"].processed_at is not None
+            assert rows["old_waiting"].status is TransactionStatus.PROCESSING
+            assert rows["old_waiting"].amount == Decimal("10.50")
+            assert rows["old_later"].next_attempt_at > now  # its old due time is kept
+            assert all(r.last_error is None and r.claimed_until is None for r in rows.values())
+            # The pipeline takes on what was due, and FAILED is a status the table accepts.
+            [claim] = claim_due(db.engine, 10, hold_seconds=60)
+            assert claim.transaction_id == "old_waiting" and claim.attempt == 1
+            with db.engine.connect() as connection:
+                connection.execute(
+                    text("UPDATE transactions SET status = 'FAILED' WHERE transaction_id = :id"),
+                    {"id": "old_later"},
+                )
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        if not database_url.startswith("sqlite"):
+            database.__exit__()
+
+
+def _stored(engine, moment):
+    """A time as the old schema's column held it (naive UTC text on SQLite)."""
+    if moment is None or engine.dialect.name != "sqlite":
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")

@@ -20,8 +20,13 @@ from app.extensions import db
 # cursor must be one we gave out). Requests the spec forbids must still be refused.
 
 
+# With tokens configured, Schemathesis sends this one; its own auth check also tries
+# guarded operations without it and with a wrong one, and expects 401.
+ADMIN_TOKEN = "spec-admin-token"
+
+
 def test_the_app_keeps_to_its_own_spec(database_url):
-    app = make_app(database_url, PROPAGATE_EXCEPTIONS=False)
+    app = make_app(database_url, PROPAGATE_EXCEPTIONS=False, API_ADMIN_TOKENS=[ADMIN_TOKEN])
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     checked = []
     for result in schema.get_all_operations():
@@ -30,11 +35,14 @@ def test_the_app_keeps_to_its_own_spec(database_url):
         @given(case=operation.as_strategy())
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
         def keeps_to_the_spec(case):
-            case.call_and_validate(excluded_checks=[positive_data_acceptance])
+            case.call_and_validate(
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                excluded_checks=[positive_data_acceptance],
+            )
 
         keeps_to_the_spec()
         checked.append(f"{operation.method.upper()} {operation.path}")
-    assert len(checked) == 7, checked
+    assert len(checked) == 8, checked
     with app.app_context():
         db.engine.dispose()
 
@@ -50,14 +58,15 @@ def test_the_spec_documents_every_route_and_its_answers(client):
     assert operations == {
         ("GET", "/"): ["200", "default"],
         ("GET", "/health/ready"): ["200", "503", "default"],
-        ("GET", "/metrics"): ["200", "default"],
+        ("GET", "/metrics"): ["200", "401", "default"],
+        ("GET", "/metrics/pipeline"): ["200", "401", "default"],
         ("POST", "/v1/webhooks/transactions"): sorted(
-            ["200", "202", "400", "401", "409", "413", "415", "422", "503", "default"]
+            ["202", "400", "401", "408", "409", "413", "415", "422", "503", "default"]
         ),
-        ("GET", "/v1/transactions"): ["200", "422", "503", "default"],
-        ("GET", "/v1/transactions/{transaction_id}"): ["200", "404", "503", "default"],
+        ("GET", "/v1/transactions"): ["200", "401", "422", "503", "default"],
+        ("GET", "/v1/transactions/{transaction_id}"): ["200", "401", "404", "503", "default"],
         ("POST", "/v1/transactions/{transaction_id}/retry"): sorted(
-            ["202", "404", "409", "503", "default"]
+            ["202", "401", "403", "404", "409", "503", "default"]
         ),
     }
     webhook = spec["paths"]["/v1/webhooks/transactions"]["post"]
@@ -70,6 +79,28 @@ def test_the_spec_documents_every_route_and_its_answers(client):
     assert conflict == {
         "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
     }
+
+
+def test_the_spec_declares_the_bearer_scheme_on_exactly_the_guarded_operations(client):
+    spec = client.get("/openapi.json").get_json()
+    scheme = spec["components"]["securitySchemes"]["bearerToken"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    guarded = {
+        (method.upper(), path): operation["responses"]
+        for path, methods in spec["paths"].items()
+        for method, operation in methods.items()
+        if method != "parameters" and operation.get("security") == [{"bearerToken": []}]
+    }
+    assert sorted(guarded) == [
+        ("GET", "/metrics"),
+        ("GET", "/metrics/pipeline"),
+        ("GET", "/v1/transactions"),
+        ("GET", "/v1/transactions/{transaction_id}"),
+        ("POST", "/v1/transactions/{transaction_id}/retry"),
+    ]
+    assert all("401" in responses for responses in guarded.values())
+    assert "403" in guarded[("POST", "/v1/transactions/{transaction_id}/retry")]
+    assert "security" not in spec  # no global requirement: the rest stays open
 
 
 def test_the_interactive_docs_load_the_spec(client):

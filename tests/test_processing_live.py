@@ -1,6 +1,7 @@
 """Processing in real processes: Gunicorn, the Celery worker (gevent pool) and beat,
 PostgreSQL, a redis-server of the test's own, and the processor simulator over HTTP."""
 
+import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -211,3 +212,35 @@ def test_a_worker_killed_mid_call_is_called_again_with_the_same_key_after_its_cl
         assert done[transaction_id].attempts == 2
     keys = simulator.keys()
     assert {i: (keys[i]["calls"], keys[i]["effects"]) for i in ids} == dict.fromkeys(ids, (2, 1))
+
+
+def test_the_simulated_processor_with_no_delay_processes_each_at_the_first_attempt(
+    tmp_path, postgres_url, redis_server, database, started
+):
+    service = started(
+        Service(
+            tmp_path,
+            DATABASE_URL=postgres_url,
+            CELERY_BROKER_URL=redis_server.url,
+            PROCESSING_DELAY_SECONDS="0",
+        )
+    )
+    ids = accept(service, 300)
+    done = wait_for_status(database, ids, "PROCESSED")
+    assert {row.attempts for row in done.values()} == {1}
+    assert all(row.last_error is None for row in done.values())
+
+
+def test_chaos_with_a_flaky_processor_loses_nothing_and_doubles_nothing(tmp_path):
+    """scripts/chaos.py, smaller: the worker killed twice and Redis restarted under load,
+    20% of calls failing and 5% timing out; exit status 0 means nothing lost or doubled,
+    and every committed outcome logged."""
+    command = [str(BIN / "python"), "-m", "scripts.chaos", "--processor"]
+    command += ["--webhooks", "300", "--delay", "1", "--logs", str(tmp_path)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=280)
+    # The report: one "name   value" line each, the columns two spaces or more apart.
+    report = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in run.stdout.splitlines())
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert report["processed"] == "300"
+    assert report["doubled"] == "0"
+    assert int(report["retries (calls past the first)"]) > 0  # the faults were real

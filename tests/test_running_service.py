@@ -4,6 +4,7 @@ import json
 import subprocess
 import threading
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
@@ -72,8 +73,10 @@ def test_webhook_goes_from_processing_to_processed_after_the_delay(service):
     )
     assert waited.total_seconds() >= DELAY
 
-    # A late duplicate changes nothing, and nothing is processed twice.
-    assert send(service, body).status_code == 200
+    # A late duplicate is answered as the first, changes nothing, and nothing is processed twice.
+    late = send(service, body)
+    assert (late.status_code, late.headers["Idempotent-Replayed"]) == (202, "true")
+    assert late.json() == response.json()
     assert fetch(service, body["transaction_id"]) == done
     assert processed_count(service, body["transaction_id"]) == 1
 
@@ -84,12 +87,14 @@ def test_forty_identical_webhooks_at_once_make_one_row_processed_once(service, p
 
     def send_at_once(_):
         start.wait()
-        return send(service, body).status_code
+        response = send(service, body)
+        return response.status_code, response.headers.get("Idempotent-Replayed")
 
     with ThreadPoolExecutor(40) as pool:
-        statuses = list(pool.map(send_at_once, range(40)))
+        answers = list(pool.map(send_at_once, range(40)))
 
-    assert sorted(statuses) == [200] * 39 + [202]
+    # Every copy is answered 202; exactly one of them was the first, not a replay.
+    assert Counter(answers) == {(202, None): 1, (202, "true"): 39}
     wait_until(lambda: processed(service, body["transaction_id"]), timeout=DELAY + 30)
     assert processed_count(service, body["transaction_id"]) == 1
 
@@ -132,6 +137,11 @@ def test_send_webhook_posts_to_the_port_in_the_environment(service):
 
 def test_without_a_secret_gunicorn_warns_at_start(service):
     assert "WEBHOOK_SECRET is not set: unsigned webhooks are accepted" in service["web"].log()
+
+
+def test_without_api_tokens_gunicorn_warns_at_start_and_reads_are_open(service):
+    assert "API_READ_TOKENS and API_ADMIN_TOKENS are not set" in service["web"].log()
+    assert requests.get(f"{service.url}/v1/transactions", timeout=10).status_code == 200
 
 
 # Celery's TERM handler writes this with os.write straight to stdout, past logging; it

@@ -81,8 +81,8 @@ def test_every_field_is_required(field):
         (1.5, "Must be a JSON number, such as 100.50."),  # a float never gets this far
         (Decimal("1E+400"), "Must be less than 1,000,000,000,000,000."),
         (10**15, "Must be less than 1,000,000,000,000,000."),
-        (Decimal("0.00001"), "Must have at most 4 decimal places."),
-        (Decimal("1E-999999999"), "Must have at most 4 decimal places."),
+        (Decimal("0.00001"), "CLF has 4 decimal places; this amount has 5."),
+        (Decimal("1E-999999999"), "CLF has 4 decimal places; this amount has 999999999."),
     ],
 )
 def test_amount_refuses(amount, message):
@@ -101,6 +101,20 @@ def test_amount_with_more_places_than_its_currency_is_refused_not_rounded(amount
     messages = errors_for(webhook(amount=amount, currency=currency))
     assert list(messages) == ["amount"]
     assert "decimal places" in messages["amount"][0]
+
+
+@pytest.mark.parametrize(
+    "amount, message",
+    [
+        (Decimal("5e-324"), "USD has 2 decimal places; this amount has 324."),
+        (Decimal("0.00001"), "USD has 2 decimal places; this amount has 5."),
+        (Decimal("1.5"), "JPY has 0 decimal places; this amount has 1."),
+        (Decimal("0.0001"), "KWD has 3 decimal places; this amount has 4."),
+    ],
+)
+def test_too_many_places_names_the_currencys_own_number(amount, message):
+    currency = message[:3]
+    assert errors_for(webhook(amount=amount, currency=currency)) == {"amount": [message]}
 
 
 @pytest.mark.parametrize(

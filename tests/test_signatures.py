@@ -101,7 +101,8 @@ def test_a_replayed_signed_webhook_is_a_harmless_duplicate(signed_app):
     headers = signed_headers(body)
     client = signed_app.test_client()
     assert client.post(URL, data=body, headers=headers).status_code == 202
-    assert client.post(URL, data=body, headers=headers).status_code == 200
+    replayed = client.post(URL, data=body, headers=headers)
+    assert (replayed.status_code, replayed.headers["Idempotent-Replayed"]) == (202, "true")
     assert stored(signed_app) == 1
 
 
@@ -194,3 +195,72 @@ def test_secrets_are_comma_separated_for_rotation():
     assert parse_secrets(f" {SECRET} , {OLD_SECRET} ") == [SECRET, OLD_SECRET]
     assert parse_secrets("") == []
     assert parse_secrets(None) == []
+
+
+def as_svix(headers: dict[str, str]) -> dict[str, str]:
+    """The same signature under Svix's header names, as Svix sends it."""
+    return {name.replace("webhook-", "svix-"): value for name, value in headers.items()}
+
+
+def test_svix_headers_are_accepted_like_webhook_headers(signed_app):
+    body = as_json(webhook())
+    response = signed_app.test_client().post(URL, data=body, headers=as_svix(signed_headers(body)))
+    assert response.status_code == 202, response.get_json()
+    assert stored(signed_app) == 1
+
+
+@pytest.mark.parametrize(
+    "make_headers, reason",
+    [
+        (lambda body: as_svix(other_secret(body)), "does not match"),
+        (lambda body: as_svix(minutes_off(-6)(body)), "in the past"),
+        (lambda body: as_svix(with_signature("garbage")(body)), "malformed"),
+        (lambda body: as_svix(without("webhook-id")(body)), "svix-id"),
+    ],
+    ids=["other secret", "too old", "garbage", "incomplete"],
+)
+def test_svix_headers_are_checked_like_webhook_headers(signed_app, make_headers, reason):
+    body = as_json(webhook())
+    response = signed_app.test_client().post(URL, data=body, headers=make_headers(body))
+    assert response.status_code == 401
+    assert reason in response.get_json()["detail"]
+    assert stored(signed_app) == 0
+
+
+def test_svix_headers_are_read_first_as_the_svix_library_does(signed_app):
+    body = as_json(webhook())
+    # svix-* complete and right, webhook-* signed by someone else: svix wins.
+    headers = as_svix(signed_headers(body)) | other_secret(body)
+    client = signed_app.test_client()
+    assert client.post(URL, data=body, headers=headers).status_code == 202
+    # svix-* incomplete: the webhook-* family is used instead.
+    body = as_json(webhook())
+    headers = signed_headers(body) | {"svix-id": "msg_only_half_svix"}
+    assert client.post(URL, data=body, headers=headers).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "before",
+    ["garbage", "v1,a,b", "v1,abc", "v2,c2lnbmF0dXJl", ",", "v1,", "v1,@@@", "v1a,bad v1"],
+)
+def test_an_entry_that_does_not_parse_is_skipped_not_fatal(signed_app, before):
+    body = as_json(webhook())
+    headers = signed_headers(body)
+    headers["webhook-signature"] = f"{before} {headers['webhook-signature']}"
+    response = signed_app.test_client().post(URL, data=body, headers=headers)
+    assert response.status_code == 202, response.get_json()
+    # ...and for Svix's names too.
+    body = as_json(webhook())
+    headers = as_svix(signed_headers(body))
+    headers["svix-signature"] = f"{headers['svix-signature']} {before}"
+    assert signed_app.test_client().post(URL, data=body, headers=headers).status_code == 202
+    assert stored(signed_app) == 2
+
+
+def test_only_unparseable_entries_are_401(signed_app):
+    body = as_json(webhook())
+    headers = signed_headers(body) | {"webhook-signature": "garbage v1,a,b v1,abc"}
+    response = signed_app.test_client().post(URL, data=body, headers=headers)
+    assert response.status_code == 401
+    assert "malformed" in response.get_json()["detail"]
+    assert stored(signed_app) == 0

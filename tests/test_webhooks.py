@@ -64,14 +64,23 @@ def test_amount_survives_exactly(app, client):
     assert b'"amount":0.3,' in shown.data
 
 
-def test_identical_duplicate_is_200_and_changes_nothing(app, client):
+def assert_replayed(response) -> None:
+    """An identical duplicate: answered as the first was, marked as a replay."""
+    assert response.status_code == 202
+    assert response.get_json() == ACCEPTED
+    assert response.headers["Idempotent-Replayed"] == "true"
+
+
+def test_identical_duplicate_is_answered_as_the_first_and_changes_nothing(app, client):
     body = webhook()
-    assert post(client, body).status_code == 202
+    first = post(client, body)
+    assert first.status_code == 202
+    assert "Idempotent-Replayed" not in first.headers
     before = stored(app, body["transaction_id"])
 
     again = post(client, body)
-    assert again.status_code == 200
-    assert "Duplicate" in again.get_json()["message"]
+    assert_replayed(again)
+    assert again.get_data() == first.get_data()
     assert stored_count(app) == 1
     after = stored(app, body["transaction_id"])
     assert (after.created_at, after.next_attempt_at) == (before.created_at, before.next_attempt_at)
@@ -81,7 +90,7 @@ def test_duplicate_in_another_but_equal_form_is_identical(app, client):
     body = webhook(amount=Decimal("100.5"), currency="USD")
     assert post(client, body).status_code == 202
     same = dict(body, amount=Decimal("100.50"), currency="usd", note="added later")
-    assert post(client, same).status_code == 200
+    assert_replayed(post(client, same))
     assert stored_count(app) == 1
 
 
@@ -94,7 +103,7 @@ def test_late_duplicate_never_resets_a_processed_transaction(app, client):
         row.processed_at = row.created_at
         db.session.commit()
 
-    assert post(client, body).status_code == 200
+    assert_replayed(post(client, body))
     row = stored(app, body["transaction_id"])
     assert row.status is TransactionStatus.PROCESSED
     assert row.processed_at == row.created_at
@@ -117,7 +126,9 @@ def test_conflicting_duplicate_is_409_naming_fields_and_stored_row_is_untouched(
 ):
     body = webhook()
     assert post(client, body).status_code == 202
-    problem = assert_problem(post(client, dict(body, **changes)), 409)
+    conflict = post(client, dict(body, **changes))
+    problem = assert_problem(conflict, 409)
+    assert "Idempotent-Replayed" not in conflict.headers
     assert sorted(problem["errors"]) == sorted(fields)
     row = stored(app, body["transaction_id"])
     assert (row.source_account, row.destination_account, row.amount, row.currency) == (

@@ -164,7 +164,6 @@ def attempt(
         metrics.PROCESSOR_IN_FLIGHT.dec()
     seconds = time.perf_counter() - started
     status, values, summary = decide(claim, outcome, policy)
-    values["status"] = status
     _tell(claim, outcome, status, summary, seconds, values)
     try:
         recorded = record(engine, claim, values)
@@ -192,17 +191,22 @@ def decide(
 ) -> tuple[TransactionStatus, dict[str, Any], str]:
     """The row's next state for this outcome: (status, column values, a few words for the log)."""
     now = utcnow()
+    processed, failed = TransactionStatus.PROCESSED, TransactionStatus.FAILED
     final = {"claimed_until": None, "next_attempt_at": None}
     if isinstance(outcome, Done):
-        values = final | {"processed_at": now, "processor_reference": outcome.reference}
-        return TransactionStatus.PROCESSED, values, "done"
+        values = {
+            "status": processed,
+            "processed_at": now,
+            "processor_reference": outcome.reference,
+        }
+        return processed, final | values, "done"
     if isinstance(outcome, FailedForGood):
-        values = final | {"failed_at": now, "last_error": outcome.reason}
-        return TransactionStatus.FAILED, values, f"failed for good: {outcome.reason}"
+        values = {"status": failed, "failed_at": now, "last_error": outcome.reason}
+        return failed, final | values, f"failed for good: {outcome.reason}"
     if claim.attempt >= policy.max_attempts:
         reason = f"{outcome.reason} (gave up after {claim.attempt} attempts)"
-        values = final | {"failed_at": now, "last_error": reason}
-        return TransactionStatus.FAILED, values, f"failed: {reason}"
+        values = {"status": failed, "failed_at": now, "last_error": reason}
+        return failed, final | values, f"failed: {reason}"
     delay = policy.delay(claim.attempt, outcome.delay_seconds)
     values = {
         "claimed_until": None,

@@ -57,9 +57,10 @@ class Processor(Protocol):
 
 def processor_from_config(config: Mapping[str, Any]) -> Processor:
     """HTTP when PROCESSOR_URL is set; otherwise the simulated one, as the seed behaves."""
+    from app.config import processor_timeout
     from app.processing.http import HttpProcessor
     from app.processing.simulated import SimulatedProcessor
 
     if config["PROCESSOR_URL"]:
-        return HttpProcessor(config["PROCESSOR_URL"], config["PROCESSOR_TIMEOUT_SECONDS"])
-    return SimulatedProcessor(config["PROCESSING_DELAY_SECONDS"])
+        return HttpProcessor(config["PROCESSOR_URL"], processor_timeout(config))
+    return SimulatedProcessor(config["PROCESSING_DELAY_SECONDS"], processor_timeout(config))

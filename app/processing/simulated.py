@@ -12,9 +12,9 @@ class SimulatedProcessor:
     transactions wait at once in one process.
     """
 
-    def __init__(self, delay_seconds: float):
+    def __init__(self, delay_seconds: float, timeout_seconds: float):
         self.delay_seconds = delay_seconds
-        self.timeout_seconds = delay_seconds
+        self.timeout_seconds = timeout_seconds
 
     def process(self, transaction: TransactionToProcess) -> Outcome:
         time.sleep(self.delay_seconds)

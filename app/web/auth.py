@@ -7,6 +7,7 @@ once and then sends it with every request of that page).
 
 import base64
 import binascii
+import copy
 import enum
 import functools
 import hashlib
@@ -14,7 +15,12 @@ import hmac
 
 from flask import Response, current_app, g, request
 
+from app.web.api import problem_responses
 from app.web.errors import problem
+
+# The OpenAPI security scheme every guarded operation names (declared in create_app's
+# spec options); `requires` adds it, with the 401 and 403, to the operation's doc.
+SECURITY_SCHEME = "bearerToken"
 
 
 class Role(enum.IntEnum):
@@ -86,12 +92,22 @@ def requires(role: Role, challenge: str = "Bearer"):
     that a browser asks for the token once.
     """
 
+    refusals = {401: "No token, or not one of ours (when tokens are configured)."}
+    if role is Role.ADMIN:
+        refusals[403] = "A read token on an action; or Basic without X-Requested-With."
+
     def decorator(view):
         @functools.wraps(view)
         def guarded(*args, **kwargs):
             refusal = refuse(role, challenge)
             return refusal if refusal is not None else view(*args, **kwargs)
 
+        # flask-smorest reads `_apidoc`: the spec says which operations need a token.
+        apidoc = copy.deepcopy(getattr(view, "_apidoc", {}))
+        manual = apidoc.setdefault("manual_doc", {})
+        manual["security"] = [{SECURITY_SCHEME: []}]
+        manual.setdefault("responses", {}).update(problem_responses(refusals))
+        guarded._apidoc = apidoc
         return guarded
 
     return decorator

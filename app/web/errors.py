@@ -80,7 +80,13 @@ def http_error(error: HTTPException) -> Response:
     """Every HTTPException, and every unhandled exception (Flask wraps those in a 500)."""
     status = error.code or 500
     data = getattr(error, "data", None) or {}
-    detail = data.get("message") or DETAILS.get(status) or error.description or ""
+    detail = (
+        data.get("message")
+        or getattr(error, "problem_detail", None)  # ours, more precise than the status's
+        or DETAILS.get(status)
+        or error.description
+        or ""
+    )
     headers = dict(data.get("headers") or {})
     if isinstance(error, MethodNotAllowed) and error.valid_methods:
         headers["Allow"] = ", ".join(error.valid_methods)

@@ -34,7 +34,7 @@ def _finish(response: Response) -> Response:
     response.headers["X-Request-ID"] = request_id
     transaction_id = g.get("transaction_id")
     if request.endpoint == WEBHOOK_ENDPOINT:
-        metrics.record_webhook(response.status_code, seconds)
+        metrics.record_webhook(response.status_code, seconds, g.get("webhook_outcome"))
     log.info(
         "%s %s %s %.1fms request_id=%s%s",
         request.method,

@@ -19,6 +19,7 @@ MINOR_UNITS: dict[str, int] = {
     if currency.exponent is not None
 }
 AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_PRECISION - AMOUNT_SCALE)
+assert max(MINOR_UNITS.values()) <= AMOUNT_SCALE, "every currency's amounts fit the column"
 # The listing returns at most this many transactions per page, whatever is asked.
 MAX_PAGE_SIZE = 200
 
@@ -75,8 +76,9 @@ class Amount(fields.Field):
             raise ValidationError("Must be greater than 0.")
         if amount >= AMOUNT_LIMIT:
             raise ValidationError(f"Must be less than {AMOUNT_LIMIT:,}.")
-        if decimal_places(amount) > AMOUNT_SCALE:
-            raise ValidationError(f"Must have at most {AMOUNT_SCALE} decimal places.")
+        # Decimal places are checked against the currency's own (the schema's
+        # amount_fits_currency), so that the message names them: no currency has
+        # more than the column's scale, so that check covers the column too.
         return amount
 
     def _serialize(self, value: Decimal | None, attr: str | None, obj: Any, **kwargs: Any):
@@ -141,7 +143,8 @@ class WebhookTransactionSchema(Schema):
         places = MINOR_UNITS[data["currency"]]
         if decimal_places(data["amount"]) > places:
             raise ValidationError(
-                f"{data['currency']} has {places} decimal places; this amount has more.",
+                f"{data['currency']} has {places} decimal places; this amount has "
+                f"{decimal_places(data['amount'])}.",
                 field_name="amount",
             )
 
@@ -187,7 +190,9 @@ class PageCursor(fields.Field):
         raw = f"{to_iso8601(created_at)}\n{transaction_id}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    def _deserialize(self, value: Any, attr, data, **kwargs) -> tuple[datetime, str]:
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> tuple[datetime, str] | None:
+        if value == "":
+            return None  # `cursor=` is no cursor: the first page
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
             created_at, transaction_id = raw.split("\n", 1)

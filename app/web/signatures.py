@@ -3,14 +3,47 @@
 A sender signs `<webhook-id>.<webhook-timestamp>.<body>` with HMAC-SHA256 and sends
 `webhook-signature: v1,<base64>`. Verification is the `standardwebhooks` package's;
 this module adds what a receiver needs around it: several secrets at once (rotation),
-and a 401 rather than a 500 for the garbage its parser chokes on.
+Svix's names for the same headers, and a 401 rather than a 500 for garbage.
 """
 
+import base64
 import binascii
+from collections.abc import Mapping
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+# Svix, the largest sender of this scheme, sends svix-id, svix-timestamp and
+# svix-signature. Like the svix library, we look for those first, then webhook-*.
+HEADER_FAMILIES = ("svix-", "webhook-")
+
+
+def signature_headers(headers: Mapping[str, str]) -> dict[str, str] | None:
+    """The three headers under their webhook-* names, from whichever family sent all three."""
+    for prefix in HEADER_FAMILIES:
+        found = [headers.get(prefix + name.removeprefix("webhook-")) for name in SIGNATURE_HEADERS]
+        if all(found):
+            return dict(zip(SIGNATURE_HEADERS, found, strict=True))
+    return None
+
+
+def parseable_signatures(signature_list: str) -> str:
+    """The space-separated list without the entries that do not parse as `<version>,<base64>`.
+
+    An entry we cannot read is skipped, not fatal (as a list meant for several
+    schemes may hold one we do not know): `garbage v1,<valid>` is valid.
+    """
+    kept = []
+    for entry in signature_list.split(" "):
+        version, comma, signature = entry.partition(",")
+        if not (version and comma) or "," in signature:
+            continue
+        try:
+            base64.b64decode(signature)  # as the library will decode it
+        except (binascii.Error, ValueError):
+            continue
+        kept.append(entry)
+    return " ".join(kept)
 
 
 class InvalidSignature(Exception):
@@ -42,18 +75,25 @@ class SignatureVerifier:
         The library also refuses a timestamp more than 5 minutes off, in the past
         or the future, which bounds how long a captured request can be replayed.
         """
-        if not all(headers.get(name) for name in SIGNATURE_HEADERS):
-            raise InvalidSignature("Send webhook-id, webhook-timestamp and webhook-signature.")
+        found = signature_headers(headers)
+        if found is None:
+            raise InvalidSignature(
+                "Send webhook-id, webhook-timestamp and webhook-signature "
+                "(or svix-id, svix-timestamp and svix-signature)."
+            )
+        found["webhook-signature"] = parseable_signatures(found["webhook-signature"])
+        if not found["webhook-signature"]:
+            raise InvalidSignature("The signature headers are malformed.")
         reason = "The signature does not match."
         for webhook in self._webhooks:
             try:
-                webhook.verify(body, headers, json_parse=False)
+                webhook.verify(body, found, json_parse=False)
                 return
             except WebhookVerificationError as exc:
                 reason = _explain(str(exc))
             except (ValueError, TypeError, OverflowError, binascii.Error):
-                # The library's parser raises these on garbage such as "garbage",
-                # "v1,a,b" or "v1,@@@", and on a body that is not UTF-8.
+                # The library raises these on a body that is not UTF-8 (and would on
+                # "garbage" or "v1,a,b", which parseable_signatures drops first).
                 reason = "The signature headers are malformed."
         raise InvalidSignature(reason)
 

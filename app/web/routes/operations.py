@@ -6,6 +6,7 @@ from app import metrics
 from app.extensions import db
 from app.store.models import utcnow
 from app.web.api import Blueprint, problem_responses
+from app.web.auth import Role, requires
 from app.web.errors import problem
 from app.web.readiness import check_components
 from app.web.schemas import HealthSchema, ReadinessSchema, to_iso8601
@@ -41,16 +42,18 @@ def readiness():
 
 
 @blp.get("/metrics")
+@requires(Role.READ)  # Prometheus sends it: authorization.credentials in scrape_config
 @blp.doc(
     responses={"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}
 )
 def prometheus_metrics():
-    """Prometheus metrics, added up over every Gunicorn worker and the Celery worker."""
+    """This instance's processes: every Gunicorn worker, and the Celery worker on its disk."""
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
 
 
 @blp.get("/metrics/pipeline")
+@requires(Role.READ)
 @blp.doc(
     responses={"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}}
 )

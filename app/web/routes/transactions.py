@@ -22,6 +22,7 @@ blp = Blueprint(
 
 
 @blp.get("")
+@requires(Role.READ)  # before the arguments: without a token, nothing is parsed
 @blp.arguments(TransactionQuerySchema, location="query")
 @blp.response(200, TransactionPageSchema)
 @blp.doc(responses=problem_responses({503: "The database is unavailable."}))
@@ -39,6 +40,7 @@ def list_transactions(query: dict):
 
 # `path` so that ids containing "/" (sent URL-encoded) are found too.
 @blp.get("/<path:transaction_id>")
+@requires(Role.READ)
 @blp.response(200, TransactionSchema)
 @blp.doc(
     responses=problem_responses(
@@ -54,6 +56,7 @@ def get_transaction(transaction_id: str):
 
 
 @blp.post("/<path:transaction_id>/retry")
+@requires(Role.ADMIN)
 @blp.doc(
     responses={"202": {"description": "Moved back to PROCESSING, due now."}}
     | problem_responses(
@@ -64,7 +67,6 @@ def get_transaction(transaction_id: str):
         }
     )
 )
-@requires(Role.ADMIN)
 def retry_transaction(transaction_id: str):
     """Re-drive a FAILED transaction: PROCESSING again, due now, its attempts counted afresh."""
     g.transaction_id = transaction_id

@@ -3,6 +3,7 @@ from flask import Response, current_app, g, request
 from app.exact_json import dumps_exact
 from app.store.transactions import ConflictingDuplicate, Receipt, ingest_webhook
 from app.web.api import Blueprint, problem_responses
+from app.web.bodies import BODY_READ_SECONDS
 from app.web.errors import problem
 from app.web.schemas import AcknowledgementSchema, WebhookTransactionSchema
 from app.web.signatures import InvalidSignature
@@ -12,9 +13,12 @@ blp = Blueprint(
 )
 
 ACCEPTED = {"message": "Webhook received and queued for processing"}
-DUPLICATE = {"message": "Duplicate webhook: transaction already received; nothing changed"}
 # The hot path's answer never changes: serialise it once, not per request.
 ACCEPTED_JSON = dumps_exact(ACCEPTED)
+# An identical duplicate gets the first answer again, marked as a replay (as Stripe
+# does, and as the IETF idempotency-key draft asks): a sender's retry sees what the
+# first attempt would have shown it.
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 @blp.before_request
@@ -41,7 +45,8 @@ SIGNATURE_HEADERS_DOC = [
         "name": name,
         "required": False,
         "schema": {"type": "string"},
-        "description": f"Standard Webhooks: {meaning}. Required when WEBHOOK_SECRET is set.",
+        "description": f"Standard Webhooks: {meaning}. Required when WEBHOOK_SECRET is set; "
+        f"Svix's {name.replace('webhook-', 'svix-')} is accepted in its place.",
         "example": example,
     }
     for name, meaning, example in (
@@ -59,21 +64,28 @@ SIGNATURE_HEADERS_DOC = [
 @blp.post("/transactions")
 # An instance, so webargs does not build a new schema for every request.
 @blp.arguments(WebhookTransactionSchema())
-@blp.response(202, AcknowledgementSchema, description="New transaction stored and scheduled.")
+@blp.response(
+    202,
+    AcknowledgementSchema,
+    description="Stored and scheduled; or an identical duplicate, answered as the first was "
+    "(nothing changed) with Idempotent-Replayed: true.",
+    headers={
+        REPLAYED_HEADER: {
+            "description": "`true` when this is an identical duplicate; absent otherwise.",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    },
+)
 @blp.doc(
     parameters=SIGNATURE_HEADERS_DOC,
-    responses={
-        "200": {
-            "description": "Identical duplicate; nothing changed.",
-            "content": {"application/json": {"schema": AcknowledgementSchema}},
-        }
-    }
-    | problem_responses(
+    responses=problem_responses(
         {
             409: "Same transaction_id with other business fields; refused.",
-            400: "Not JSON, not an object, NaN/Infinity, or a key twice.",
+            400: "Not JSON, not an object, NaN/Infinity, or a key twice; or the body was "
+            "shorter than its Content-Length.",
             401: "WEBHOOK_SECRET is set and the signature is missing or wrong.",
-            413: "Body over 64 KiB.",
+            408: f"The body took more than {BODY_READ_SECONDS} s to arrive.",
+            413: "Body over 64 KiB, however it is framed (Content-Length or chunked).",
             415: "Content-Type is not JSON.",
             503: "The database is unavailable; retry after Retry-After.",
         }
@@ -91,6 +103,8 @@ def receive_transaction(payload: dict):
             f"Transaction {payload['transaction_id']!r} was already received with other values.",
             errors={field: ["Differs from the stored transaction."] for field in conflict.fields},
         )
+    response = Response(ACCEPTED_JSON, status=202, mimetype="application/json")
     if receipt is Receipt.DUPLICATE:
-        return DUPLICATE, 200
-    return Response(ACCEPTED_JSON, status=202, mimetype="application/json")
+        g.webhook_outcome = "duplicate"  # the status no longer tells it apart (metrics)
+        response.headers[REPLAYED_HEADER] = "true"
+    return response

@@ -1,0 +1,87 @@
+"""The request body, read whole and checked against its framing before anything parses it.
+
+Werkzeug's own reading cuts a chunked body at MAX_CONTENT_LENGTH without saying so,
+and hands on a body shorter than its Content-Length when the client half-closes.
+Here both are refused: a chunked body over the limit is a 413, a short one a 400,
+and a body that trickles in for longer than BODY_READ_SECONDS a 408, so that a slow
+sender cannot hold a connection (a green thread) for ever.
+"""
+
+import flask
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
+from werkzeug.wsgi import get_content_length
+
+# A webhook is at most 64 KiB; a sender that cannot send it in this long is not a
+# sender. Gunicorn's keepalive (2 s) already bounds the wait for the headers.
+BODY_READ_SECONDS = 10
+READ_STEP = 64 * 1024
+
+
+class ShortBody(BadRequest):
+    problem_detail = "The body ended before its Content-Length; nothing was read from it."
+
+
+class SlowBody(RequestTimeout):
+    problem_detail = f"The body did not arrive within {BODY_READ_SECONDS} s; nothing was read."
+
+
+class Request(flask.Request):
+    """Flask's request, with `get_data()` reading the body through `read_body`."""
+
+    def get_data(self, cache=True, as_text=False, parse_form_data=False):
+        if getattr(self, "_cached_data", None) is None:
+            self._cached_data = read_body(self.environ, self.max_content_length)
+        return super().get_data(cache, as_text, parse_form_data)
+
+
+def read_body(environ: dict, limit: int | None) -> bytes:
+    """All of the body, or an HTTPException (413, 400, 408) if its framing is not kept."""
+    length = get_content_length(environ)
+    if length is not None and limit is not None and length > limit:
+        raise RequestEntityTooLarge()
+    stream = environ["wsgi.input"]
+    with _deadline():
+        if length is not None:
+            body = _read(stream, length)
+            if len(body) < length:
+                raise ShortBody()
+            return body
+        if environ.get("wsgi.input_terminated"):
+            # Chunked: the server finds the end. Read one byte past the limit to
+            # tell "exactly the limit" from "more".
+            body = _read(stream, limit + 1 if limit is not None else None)
+            if limit is not None and len(body) > limit:
+                raise RequestEntityTooLarge()
+            return body
+    return b""
+
+
+def _read(stream, size: int | None) -> bytes:
+    parts, received = [], 0
+    while size is None or received < size:
+        part = stream.read(READ_STEP if size is None else min(READ_STEP, size - received))
+        if not part:
+            break
+        parts.append(part)
+        received += len(part)
+    return b"".join(parts)
+
+
+class _deadline:
+    """BODY_READ_SECONDS for the whole body under gevent (Gunicorn's workers), else no limit.
+
+    A per-recv socket timeout would not do: a sender of one byte a second never trips it.
+    """
+
+    def __enter__(self):
+        from gevent import Timeout, monkey
+
+        self._timeout = None
+        if monkey.is_module_patched("socket"):
+            self._timeout = Timeout(BODY_READ_SECONDS, SlowBody())
+            self._timeout.start()
+
+    def __exit__(self, *_exc):
+        if self._timeout is not None:
+            self._timeout.close()
+        return False
