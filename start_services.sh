@@ -8,6 +8,8 @@ cd "$ROOT"
 
 ensure_venv "$ROOT/requirements.txt"
 eval "$(PYTHONPATH="$ROOT" "$VENV/bin/python" scripts/effective_settings.py)"
+# For ./stop_services.sh: the processes keep the settings they started with.
+echo "$STOP_GRACE_SECONDS" > "$RUN_DIR/stop-grace-seconds"
 
 # The database first: nothing is started until it exists and is migrated.
 PYTHONPATH="$ROOT" "$VENV/bin/python" scripts/ensure_database.py || exit 1
