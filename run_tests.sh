@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run the whole test suite against a real PostgreSQL and Redis.
-# Creates .venv if needed, installs the requirements, makes sure PostgreSQL and
-# Redis answer (starting or installing them where it can) and that Debian's chromium
-# is installed (for the browser tests), then runs pytest.
-# Each test session creates its own throwaway PostgreSQL database and drops it.
+# Creates .venv if needed, installs the requirements, makes sure PostgreSQL answers,
+# redis-server is installed and Debian's chromium too (for the browser tests), starting or
+# installing them where it can, then runs pytest.
+# Each test session creates its own throwaway PostgreSQL database and drops it, and
+# starts its own redis-server on a free port: a Redis already running here is not touched.
 # Arguments go to pytest: ./run_tests.sh -k webhooks -x
 set -euo pipefail
 source "$(dirname "$0")/scripts/common.sh"
@@ -11,7 +12,6 @@ cd "$ROOT"
 
 PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
 export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgresql+psycopg2://$PGUSER@$PGHOST:$PGPORT/postgres}"
-export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else return 1; fi; }
 
@@ -23,7 +23,6 @@ apt_install() {
 }
 
 postgres_answers() { pg_isready -q -h "$PGHOST" -p "$PGPORT" 2>/dev/null; }
-redis_answers() { redis-cli -u "$TEST_REDIS_URL" ping 2>/dev/null | grep -q PONG; }
 
 ensure_postgres() {
   command -v pg_isready >/dev/null || apt_install postgresql postgresql-client \
@@ -39,15 +38,19 @@ ensure_postgres() {
   die "PostgreSQL does not answer at $PGHOST:$PGPORT. Start it, or set TEST_POSTGRES_URL."
 }
 
+# The tests run redis-server themselves (tests/conftest.py), each session on a free port,
+# so only the program is needed. TEST_REDIS_URL names a Redis to use instead (it must be empty).
 ensure_redis() {
+  [ -z "${TEST_REDIS_URL:-}" ] || return 0
   command -v redis-server >/dev/null || apt_install redis-server \
-    || die "Redis is needed (redis-server) and is not installed (nor installable here). Install it, or set TEST_REDIS_URL."
-  redis_answers && return
-  say "Starting Redis"
-  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
-    --logfile "$LOG_DIR/redis-tests.log" >/dev/null
-  for _ in $(seq 30); do redis_answers && return; sleep 0.5; done
-  die "Redis does not answer at $TEST_REDIS_URL. Start it, or set TEST_REDIS_URL."
+    || die "redis-server is needed and is not installed (nor installable here). Install it, or set TEST_REDIS_URL to an empty Redis database."
+}
+
+# Tools some tests call: ip (tests/test_redis_isolation.py brings up a namespace's
+# loopback) and openssl (tests/test_redis_tls.py makes a self-signed certificate).
+ensure_tools() {
+  command -v ip >/dev/null || apt_install iproute2 || die "ip (iproute2) is needed by the tests."
+  command -v openssl >/dev/null || apt_install openssl || die "openssl is needed by the tests."
 }
 
 # The browser tests drive Debian's chromium through Playwright, which cannot download
@@ -61,9 +64,10 @@ ensure_chromium() {
 ensure_venv "$ROOT/requirements-dev.txt"
 ensure_postgres
 ensure_redis
+ensure_tools
 ensure_chromium
 say "Lint: ruff"
 "$VENV/bin/ruff" check --quiet . && "$VENV/bin/ruff" format --check --quiet . \
   || die "ruff found problems (fix with: .venv/bin/ruff check --fix . && .venv/bin/ruff format .)"
-say "PostgreSQL at $PGHOST:$PGPORT and Redis at $TEST_REDIS_URL answer, chromium is installed; running the tests"
+say "PostgreSQL at $PGHOST:$PGPORT answers; Redis: ${TEST_REDIS_URL:-a redis-server the tests start}; chromium is installed; running the tests"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -8,6 +8,18 @@ cd "$ROOT"
 
 ensure_venv "$ROOT/requirements.txt"
 eval "$(PYTHONPATH="$ROOT" "$VENV/bin/python" scripts/effective_settings.py)"
+# For ./stop_services.sh: the processes keep the settings they started with.
+echo "$STOP_GRACE_SECONDS" > "$RUN_DIR/stop-grace-seconds"
+
+# The database first: nothing is started until it exists and is migrated.
+PYTHONPATH="$ROOT" "$VENV/bin/python" scripts/ensure_database.py || exit 1
+
+say "Applying database migrations (log: var/log/migrate.log)"
+printf '\n=== %s flask db upgrade\n' "$(date -u +%FT%TZ)" >> "$LOG_DIR/migrate.log"
+if ! "$VENV/bin/flask" --app app db upgrade >> "$LOG_DIR/migrate.log" 2>&1; then
+  tail -n 15 "$LOG_DIR/migrate.log" >&2
+  die "the migrations did not apply; the end of var/log/migrate.log is above. Nothing was started."
+fi
 
 # A Redis broker on this machine that is not running: start one, if we can.
 if [[ "$BROKER_URL" =~ ^redis://([^@/]*@)?(localhost|127\.0\.0\.1)(:([0-9]+))?(/|$) ]]; then
@@ -26,12 +38,6 @@ if [[ "$BROKER_URL" =~ ^redis://([^@/]*@)?(localhost|127\.0\.0\.1)(:([0-9]+))?(/
   fi
 fi
 
-say "Applying database migrations"
-if ! migration_output="$("$VENV/bin/flask" --app app db upgrade 2>&1)"; then
-  printf '%s\n' "$migration_output" >&2
-  die "the migrations did not apply; the output above says why."
-fi
-
 # start NAME MATCH: run the Procfile's NAME process in the background, unless it already runs.
 start() {
   local name="$1" match="$2" command
@@ -43,7 +49,12 @@ start() {
   [ -n "$command" ] || die "no $name process in the Procfile"
   read -ra command <<< "$command"
   command[0]="$VENV/bin/${command[0]}"
-  nohup "${command[@]}" >> "$LOG_DIR/$name.log" 2>&1 &
+  # Output goes through a FIFO to scripts/rotating_log.py, which rotates var/log/NAME.log by
+  # size between two lines (LOG_MAX_BYTES, LOG_BACKUPS) and exits once the process has.
+  local fifo="$RUN_DIR/$name.log.fifo"
+  rm -f "$fifo" && mkfifo "$fifo"
+  nohup "$VENV/bin/python" scripts/rotating_log.py "$LOG_DIR/$name.log" < "$fifo" >/dev/null 2>&1 &
+  nohup "${command[@]}" > "$fifo" 2>&1 &
   echo $! > "$RUN_DIR/$name.pid"
   say "Started $name (pid $!), log: var/log/$name.log"
 }

@@ -20,7 +20,7 @@ from app.store.transactions import redrive_failed
 
 
 @click.command("send-webhook")
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The service.")
+@click.option("--url", help="The service. Default: http://127.0.0.1:$PORT (environment, .env).")
 @click.option("--transaction-id", help="Default: a new txn_... id.")
 @click.option("--amount", default="100.50", show_default=True)
 @click.option("--currency", default="USD", show_default=True)
@@ -29,6 +29,7 @@ from app.store.transactions import redrive_failed
 @with_appcontext
 def send_webhook(url, transaction_id, amount, currency, source_account, destination_account):
     """Send one webhook as a provider would, signed with the first WEBHOOK_SECRET."""
+    url = url or f"http://127.0.0.1:{current_app.config['PORT']}"
     body = dumps_exact(
         {
             "transaction_id": transaction_id or f"txn_{uuid.uuid4().hex[:16]}",

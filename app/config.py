@@ -5,12 +5,14 @@ SQLite for the data and a SQLite file as the Celery broker, both under `var/`.
 """
 
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
 
+from app import embedded_broker
 from app.web.signatures import parse_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +84,8 @@ def load_config(
         "PROCESSING_RETRY_BASE_SECONDS": seconds(env, "PROCESSING_RETRY_BASE_SECONDS", default=5),
         "PROCESSING_RETRY_MAX_SECONDS": seconds(env, "PROCESSING_RETRY_MAX_SECONDS", default=3600),
         "PROCESSING_MAX_ATTEMPTS": whole_number(env, "PROCESSING_MAX_ATTEMPTS", default=10),
+        # The port Gunicorn binds (gunicorn.conf.py) and `flask send-webhook` posts to.
+        "PORT": whole_number(env, "PORT", default=8000),
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
         "LOG_FORMAT": "json" if env.get("LOG_FORMAT", "").lower() == "json" else "text",
         "MAX_CONTENT_LENGTH": MAX_WEBHOOK_BYTES,
@@ -145,6 +149,28 @@ def broker_transport_options(broker: str, task_time_limit: float) -> dict[str, A
     }
 
 
+def redis_tls(url: str | None) -> dict[str, Any] | None:
+    """TLS settings for a rediss:// URL, None for anything else.
+
+    Heroku's Redis add-on hands out rediss:// URLs whose certificate is self-signed, so it
+    cannot be verified; Heroku's documentation says to connect with ssl_cert_reqs=CERT_NONE.
+    The traffic is still encrypted. (kombu would do the same for the broker, with a warning;
+    Celery's Redis result backend refuses a rediss:// URL without it.)
+    """
+    if not url or not url.startswith("rediss://"):
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_NONE}
+
+
+def tls_settings(broker: str, result_backend: str | None) -> dict[str, Any]:
+    settings = {}
+    if broker_tls := redis_tls(broker):
+        settings["broker_use_ssl"] = broker_tls
+    if backend_tls := redis_tls(result_backend):
+        settings["redis_backend_use_ssl"] = backend_tls
+    return settings
+
+
 def celery_settings(
     broker: str, result_backend: str | None, claim_seconds: float
 ) -> dict[str, Any]:
@@ -157,7 +183,7 @@ def celery_settings(
     # A task calls the processor for its claims (each call cut off at the processor's
     # timeout) and records the outcomes; it cannot outlive its claims by much.
     task_time_limit = claim_seconds + 10
-    return {
+    settings = {
         "broker_url": broker,
         "result_backend": result_backend,
         # Nobody reads task results: the transaction row is the result.
@@ -192,4 +218,15 @@ def celery_settings(
                 "options": {"expires": 10 * PROCESS_DUE_EVERY_SECONDS},
             },
         },
+    }
+    return settings | embedded_broker_settings(settings) | tls_settings(broker, result_backend)
+
+
+def embedded_broker_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """On the SQLite broker, the worker also deletes consumed messages (app/embedded_broker.py)."""
+    if not embedded_broker.is_embedded(settings["broker_url"]):
+        return {}
+    return {
+        "imports": [*settings["imports"], "app.embedded_broker"],
+        "beat_schedule": settings["beat_schedule"] | embedded_broker.beat_schedule(),
     }

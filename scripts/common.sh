@@ -32,32 +32,60 @@ ensure_venv() {
   fi
 }
 
+# True while $1 runs. A process that has exited but not yet been reaped (a zombie) has
+# stopped: kill -0 still succeeds on it, and under some init processes (this project's CI
+# VM among them) the reaping of an orphan waits a second or two.
+process_running() {
+  local state
+  state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)"
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
 # True when the PID file names a live process whose command line contains $2.
 pid_alive() {
   local pidfile="$1" expected="$2" pid
   [ -f "$pidfile" ] || return 1
   pid="$(cat "$pidfile")"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -n "$pid" ] && process_running "$pid" || return 1
   tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$expected"
 }
 
-# TERM, wait up to $3 seconds, then KILL; only the process in the PID file.
-stop_pidfile() {
-  local pidfile="$1" expected="$2" grace="${3:-30}" pid
-  if ! pid_alive "$pidfile" "$expected"; then
-    rm -f "$pidfile"
-    return 0
-  fi
-  pid="$(cat "$pidfile")"
-  say "Stopping $(basename "$pidfile" .pid) (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq $((grace * 10))); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
+# stop_pidfiles GRACE PIDFILE:MATCH...: TERM every process named at once, wait for each to
+# exit (up to GRACE seconds, enough for work in flight), then KILL what is left. Stopping
+# them together, not one after another, makes the wait the slowest one's, not the sum.
+stop_pidfiles() {
+  local grace="$1" entry pidfile name pid started elapsed
+  shift
+  local -A pids=() files=()
+  started="$(date +%s%N)"
+  for entry in "$@"; do
+    pidfile="${entry%%:*}"
+    name="$(basename "$pidfile" .pid)"
+    if pid_alive "$pidfile" "${entry#*:}"; then
+      pids[$name]="$(cat "$pidfile")"
+      files[$name]="$pidfile"
+      kill -TERM "${pids[$name]}" 2>/dev/null || true
+    else
+      rm -f "$pidfile"
+    fi
   done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "  still running after ${grace}s; sending KILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
+  [ "${#pids[@]}" -gt 0 ] || return 0
+  say "Stopping ${!pids[*]} (in-flight work finishes first; up to ${grace} s)"
+  for _ in $(seq $((grace * 20))); do
+    for name in "${!pids[@]}"; do
+      if ! process_running "${pids[$name]}"; then
+        elapsed="$((($(date +%s%N) - started) / 1000000))"
+        say "  $name stopped in $((elapsed / 1000)).$(printf '%03d' $((elapsed % 1000)) | cut -c1) s"
+        rm -f "${files[$name]}"
+        unset "pids[$name]"
+      fi
+    done
+    [ "${#pids[@]}" -gt 0 ] || return 0
+    sleep 0.05
+  done
+  for name in "${!pids[@]}"; do
+    say "  $name still running after ${grace} s; sending KILL"
+    kill -KILL "${pids[$name]}" 2>/dev/null || true
+    rm -f "${files[$name]}"
+  done
 }

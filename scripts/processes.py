@@ -177,16 +177,28 @@ class Service:
 
 
 class RedisServer:
-    """A redis-server of our own on a free port, so a test can stop, restart or flush it."""
+    """A redis-server of our own on a free port, so a test can stop, restart or flush it.
 
-    def __init__(self, log_dir: Path):
+    With `tls` (a certificate file and its key), it speaks only TLS, at a rediss:// URL.
+    """
+
+    def __init__(self, log_dir: Path, tls: tuple[Path, Path] | None = None):
         self.log_dir = log_dir
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tls = tls
+        scheme = "rediss" if tls else "redis"
+        self.url = f"{scheme}://127.0.0.1:{self.port}/0"
         self.process: Process | None = None
 
     def start(self) -> "RedisServer":
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        if self.tls:
+            certificate, key = self.tls
+            command = ["redis-server", "--port", "0", "--tls-port", str(self.port)]
+            command += ["--tls-cert-file", str(certificate), "--tls-key-file", str(key)]
+            command += ["--tls-ca-cert-file", str(certificate), "--tls-auth-clients", "no"]
+        else:
+            command = ["redis-server", "--port", str(self.port)]
+        command += ["--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no"]  # a restart loses everything, on purpose
         self.process = Process("redis", command, service_env(), self.log_dir)
         deadline = time.monotonic() + 10
@@ -197,8 +209,9 @@ class RedisServer:
         return self
 
     def answers(self) -> bool:
+        tls = {"ssl_cert_reqs": "none"} if self.tls else {}
         try:
-            return redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
+            return redis.Redis.from_url(self.url, socket_connect_timeout=0.5, **tls).ping()
         except redis.RedisError:
             return False
 
@@ -211,7 +224,8 @@ class RedisServer:
         self.start()
 
     def flushall(self) -> None:
-        redis.Redis.from_url(self.url).flushall()
+        tls = {"ssl_cert_reqs": "none"} if self.tls else {}
+        redis.Redis.from_url(self.url, **tls).flushall()
 
 
 class ThrowawayDatabase:

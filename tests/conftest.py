@@ -1,7 +1,10 @@
 """Fixtures: the app on SQLite and on a throwaway PostgreSQL database, migrated by Alembic.
 
 PostgreSQL and Redis are required, not optional: a test that needs one fails with
-a message naming it rather than skipping. ./run_tests.sh starts them where it can.
+a message naming it rather than skipping. ./run_tests.sh starts PostgreSQL where it can.
+Redis is a redis-server this session starts on a free port and stops: a Redis the
+developer already runs (127.0.0.1:6379 or any other) is never touched. TEST_REDIS_URL
+names one to use instead, which must be empty when the session starts.
 """
 
 import os
@@ -10,6 +13,7 @@ from pathlib import Path
 
 import flask_migrate
 import pytest
+import redis
 from flask import Flask
 from sqlalchemy import delete
 from sqlalchemy.exc import OperationalError
@@ -17,10 +21,9 @@ from sqlalchemy.exc import OperationalError
 from app import create_app
 from app.extensions import db
 from app.store.models import Transaction
-from scripts.processes import POSTGRES_ADMIN_URL, ThrowawayDatabase
+from scripts.processes import POSTGRES_ADMIN_URL, RedisServer, ThrowawayDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def make_app(database_url: str, **overrides) -> Flask:
@@ -47,6 +50,31 @@ def postgres_url() -> Iterator[str]:
         )
     yield url
     database.__exit__()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A Redis database for this session alone: a redis-server of its own, or TEST_REDIS_URL."""
+    given = os.environ.get("TEST_REDIS_URL")
+    if given:
+        try:
+            keys = redis.Redis.from_url(given, socket_connect_timeout=2).dbsize()
+        except redis.RedisError as exc:
+            pytest.fail(f"TEST_REDIS_URL={given} does not answer: {exc}")
+        if keys:
+            pytest.fail(
+                f"TEST_REDIS_URL={given} holds {keys} keys; the tests empty the database "
+                "they use, so they use only an empty one. Unset TEST_REDIS_URL to let them "
+                "start a redis-server of their own."
+            )
+        yield given
+        return
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.fail(f"redis-server is required (./run_tests.sh installs it): {exc}")
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from conftest import REDIS_URL
 from helpers import post_webhook, webhook
 from sqlalchemy import create_engine, insert
 
@@ -20,11 +19,11 @@ UNKNOWN = "leak-me-if-you-dare-3141"
 
 
 @pytest.fixture(scope="module")
-def service(postgres_url, tmp_path_factory):
+def service(postgres_url, redis_url, tmp_path_factory):
     service = Service(
         tmp_path_factory.mktemp("auth"),
         DATABASE_URL=postgres_url,
-        CELERY_BROKER_URL=REDIS_URL,
+        CELERY_BROKER_URL=redis_url,
         API_READ_TOKENS=f"{READ_OLD}, {READ_NEW}",
         API_ADMIN_TOKENS=ADMIN,
     )

@@ -63,3 +63,11 @@ def test_broker_options_suit_the_broker(tmp_path):
     sqlite = load_config({}, tmp_path / "absent.env")["CELERY"]
     # kombu passes these straight to create_engine(): only engine arguments belong here
     assert sqlite["broker_transport_options"] == {"connect_args": {"timeout": 30}}
+
+
+def test_port_comes_from_the_environment_then_dotenv_then_8000(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("PORT=8123\n")
+    assert load_config({}, dotenv)["PORT"] == 8123
+    assert load_config({"PORT": "9001"}, dotenv)["PORT"] == 9001
+    assert load_config({}, tmp_path / "absent.env")["PORT"] == 8000

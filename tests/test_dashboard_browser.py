@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import REDIS_URL
 from dashboard_data import ERRORS, failed, insert_rows, realistic_hour
 from helpers import wait_until
 from sqlalchemy import create_engine, delete, select
@@ -70,11 +69,11 @@ def database():
         engine.dispose()
 
 
-def start_web(tmp_path_factory, url: str, **tokens: str) -> Service:
+def start_web(tmp_path_factory, url: str, broker: str, **tokens: str) -> Service:
     service = Service(
         tmp_path_factory.mktemp("dashboard"),
         DATABASE_URL=url,
-        CELERY_BROKER_URL=REDIS_URL,
+        CELERY_BROKER_URL=broker,
         API_READ_TOKENS=tokens.get("read", ""),
         API_ADMIN_TOKENS=tokens.get("admin", ""),
     )
@@ -82,15 +81,15 @@ def start_web(tmp_path_factory, url: str, **tokens: str) -> Service:
 
 
 @pytest.fixture(scope="module")
-def guarded(database, tmp_path_factory):
-    service = start_web(tmp_path_factory, database[0], read=READ, admin=ADMIN)
+def guarded(database, redis_url, tmp_path_factory):
+    service = start_web(tmp_path_factory, database[0], redis_url, read=READ, admin=ADMIN)
     yield service
     service.stop()
 
 
 @pytest.fixture(scope="module")
-def open_service(database, tmp_path_factory):
-    service = start_web(tmp_path_factory, database[0])
+def open_service(database, redis_url, tmp_path_factory):
+    service = start_web(tmp_path_factory, database[0], redis_url)
     yield service
     service.stop()
 

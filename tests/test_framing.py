@@ -7,7 +7,6 @@ the limit must be refused for what it is (400, 413), not as a bad signature.
 import json
 
 import pytest
-from conftest import REDIS_URL
 from helpers import as_json, parse_response, raw_exchange, wait_until, webhook
 from sqlalchemy import create_engine, func, select
 from test_signatures import SECRET, as_svix, signed_headers
@@ -22,11 +21,11 @@ URL = "/v1/webhooks/transactions"
 
 
 @pytest.fixture(scope="module")
-def service(postgres_url, tmp_path_factory):
+def service(postgres_url, redis_url, tmp_path_factory):
     service = Service(
         tmp_path_factory.mktemp("framing"),
         DATABASE_URL=postgres_url,
-        CELERY_BROKER_URL=REDIS_URL,
+        CELERY_BROKER_URL=redis_url,
         WEBHOOK_SECRET=SECRET,
     )
     try:

@@ -2,7 +2,7 @@
 
 import pytest
 import requests
-from conftest import REDIS_URL, make_app
+from conftest import make_app
 from helpers import as_json, wait_until, webhook
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, delete
@@ -17,7 +17,7 @@ DELAY = 3.0
 
 
 @pytest.fixture(scope="module")
-def service(postgres_url, tmp_path_factory):
+def service(postgres_url, redis_url, tmp_path_factory):
     # Known traffic needs a known start: no transactions from earlier tests.
     engine = create_engine(postgres_url)
     with engine.begin() as connection:
@@ -26,7 +26,7 @@ def service(postgres_url, tmp_path_factory):
     service = Service(
         tmp_path_factory.mktemp("metrics"),
         DATABASE_URL=postgres_url,
-        CELERY_BROKER_URL=REDIS_URL,
+        CELERY_BROKER_URL=redis_url,
         PROCESSING_DELAY_SECONDS=str(DELAY),
         WEBHOOK_SECRET=SECRET,
         WEB_CONCURRENCY="3",  # several workers: the counts must add up across them

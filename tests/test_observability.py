@@ -4,7 +4,7 @@ import json
 import logging
 
 import pytest
-from conftest import REDIS_URL, make_app
+from conftest import make_app
 from helpers import as_json, webhook
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -73,8 +73,8 @@ def readiness_app(database_url, broker):
     return make_app(database_url, CELERY=celery_settings(broker, None, claim_seconds=60))
 
 
-def test_ready_when_database_and_broker_answer(database_url):
-    app = readiness_app(database_url, REDIS_URL)
+def test_ready_when_database_and_broker_answer(database_url, redis_url):
+    app = readiness_app(database_url, redis_url)
     response = app.test_client().get("/health/ready")
     assert response.status_code == 200
     body = response.get_json()
@@ -99,8 +99,8 @@ def test_not_ready_names_the_broker_that_does_not_answer(database_url):
         db.engine.dispose()
 
 
-def test_not_ready_names_the_database_that_does_not_answer():
-    app = readiness_app("postgresql+psycopg2://postgres@127.0.0.1:1/none", REDIS_URL)
+def test_not_ready_names_the_database_that_does_not_answer(redis_url):
+    app = readiness_app("postgresql+psycopg2://postgres@127.0.0.1:1/none", redis_url)
     response = app.test_client().get("/health/ready")
     assert response.status_code == 503
     problem = response.get_json()

@@ -1,7 +1,9 @@
 """End to end over HTTP: Gunicorn, a Celery worker and beat, on PostgreSQL and Redis."""
 
 import json
+import subprocess
 import threading
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -10,10 +12,9 @@ from decimal import Decimal
 import pytest
 import redis
 import requests
-from conftest import REDIS_URL
 from helpers import get_transaction, post_webhook, times_processed, wait_until, webhook
 
-from scripts.processes import POSTGRES_ADMIN_URL, Service, ThrowawayDatabase
+from scripts.processes import BIN, POSTGRES_ADMIN_URL, ROOT, Service, ThrowawayDatabase
 
 pytestmark = pytest.mark.processes
 
@@ -21,17 +22,13 @@ DELAY = 2.0
 
 
 @pytest.fixture(scope="module")
-def service(postgres_url, tmp_path_factory):
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).flushdb()
-    except redis.ConnectionError as exc:
-        pytest.fail(
-            f"Redis is required at {REDIS_URL} (set TEST_REDIS_URL, or run ./run_tests.sh): {exc}"
-        )
+def service(postgres_url, redis_url, tmp_path_factory):
+    # The session's own Redis (conftest): emptying it touches nobody else's data.
+    redis.Redis.from_url(redis_url).flushdb()
     service = Service(
         tmp_path_factory.mktemp("service"),
         DATABASE_URL=postgres_url,
-        CELERY_BROKER_URL=REDIS_URL,
+        CELERY_BROKER_URL=redis_url,
         PROCESSING_DELAY_SECONDS=str(DELAY),
     )
     try:
@@ -121,6 +118,23 @@ def test_a_burst_of_three_hundred_is_all_processed(service):
         assert processed_count(service, body["transaction_id"]) == 1
 
 
+def test_send_webhook_posts_to_the_port_in_the_environment(service):
+    # The service listens on a free port, never 8000; PORT is in its environment.
+    assert service.env["PORT"] != "8000"
+    transaction_id = f"txn_cli_{uuid.uuid4().hex[:12]}"
+    sent = subprocess.run(
+        [str(BIN / "flask"), "--app", "app", "send-webhook", "--transaction-id", transaction_id],
+        cwd=ROOT,
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert f"POST {service.url}/v1/webhooks/transactions" in sent.stdout
+    assert fetch(service, transaction_id)["transaction_id"] == transaction_id
+
+
 def test_without_a_secret_gunicorn_warns_at_start(service):
     assert "WEBHOOK_SECRET is not set: unsigned webhooks are accepted" in service["web"].log()
 
@@ -135,14 +149,14 @@ def test_without_api_tokens_gunicorn_warns_at_start_and_reads_are_open(service):
 CELERY_SHUTDOWN_NOTICE = "worker: Warm shutdown (MainProcess)"
 
 
-def test_json_logs_from_every_process(tmp_path):
+def test_json_logs_from_every_process(tmp_path, redis_url):
     # A database of its own: the module's service, still running, would otherwise
     # process this transaction and log it in its own worker's log.
     with ThrowawayDatabase(POSTGRES_ADMIN_URL) as database_url:
         service = Service(
             tmp_path,
             DATABASE_URL=database_url,
-            CELERY_BROKER_URL=REDIS_URL,
+            CELERY_BROKER_URL=redis_url,
             PROCESSING_DELAY_SECONDS="1",
             LOG_FORMAT="json",
         )

@@ -5,17 +5,22 @@ kombu's SQLAlchemy transport on a SQLite file as the broker, yet still separate
 web, worker and beat processes.
 """
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 from helpers import post_webhook, wait_until, webhook
+from sqlalchemy import create_engine, make_url, text
 
-from scripts.processes import ROOT, free_port, service_env
+from app.config import database_url
+from scripts.processes import POSTGRES_ADMIN_URL, ROOT, free_port, service_env
 
 pytestmark = pytest.mark.processes
 
@@ -63,7 +68,12 @@ def alive(pid: int) -> bool:
 
 def test_start_serve_process_restart_and_stop_on_the_embedded_default(checkout):
     port = free_port()
-    env = service_env(PORT=str(port), PROCESSING_DELAY_SECONDS="1", WEB_CONCURRENCY="2")
+    env = service_env(
+        PORT=str(port),
+        PROCESSING_DELAY_SECONDS="1",
+        WEB_CONCURRENCY="2",
+        LOG_MAX_BYTES="2048",  # so that var/log files rotate within the test
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         output = run(checkout / "start_services.sh", env)
@@ -87,6 +97,11 @@ def test_start_serve_process_restart_and_stop_on_the_embedded_default(checkout):
         assert "transactions_processed_total 1.0" in figures
         assert (checkout / "var" / "webhooks.sqlite3").exists()
         assert (checkout / "var" / "celery-broker.sqlite3").exists()
+        # Gunicorn's start-up and the requests pass 2 KB: the web's log has been rotated,
+        # and its first lines are in a backup.
+        backups = sorted((checkout / "var" / "log").glob("web.log.*"))
+        assert backups, "web.log was not rotated"
+        assert any("Booting worker" in backup.read_text() for backup in backups)
 
         again = run(checkout / "start_services.sh", env)
         assert again.count("already running") == 3
@@ -96,3 +111,124 @@ def test_start_serve_process_restart_and_stop_on_the_embedded_default(checkout):
     assert "Stopped." in stopped
     assert pids(checkout) == {}
     assert not any(alive(pid) for pid in started.values())
+
+
+def run_failing(script: Path, env: dict) -> str:
+    result = subprocess.run(
+        [str(script)], cwd=script.parent, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode != 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.fixture
+def postgres_admin():
+    engine = create_engine(database_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def role_without_rights(postgres_admin):
+    """A PostgreSQL login that may neither create databases nor tables in others' schemas."""
+    name = f"webhooks_test_role_{uuid.uuid4().hex[:8]}"
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f'CREATE ROLE "{name}" LOGIN NOCREATEDB'))
+    yield name
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f'DROP ROLE "{name}"'))
+
+
+def server_url(user: str, database: str) -> str:
+    url = make_url(database_url(POSTGRES_ADMIN_URL))
+    return url.set(username=user, database=database).render_as_string(hide_password=False)
+
+
+def test_a_missing_database_is_created_when_the_server_allows_it(checkout, postgres_admin):
+    name = f"webhooks_test_missing_{uuid.uuid4().hex[:8]}"
+    admin_user = make_url(database_url(POSTGRES_ADMIN_URL)).username
+    port = free_port()
+    env = service_env(PORT=str(port), DATABASE_URL=server_url(admin_user, name))
+    try:
+        output = run(checkout / "start_services.sh", env)
+        assert f'Created the database "{name}"' in output
+        assert f"The service answers at http://127.0.0.1:{port}" in output
+        body = webhook()
+        assert post_webhook(f"http://127.0.0.1:{port}", body).status_code == 202
+    finally:
+        run(checkout / "stop_services.sh", env)
+        with postgres_admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_a_missing_database_that_cannot_be_created_is_named_with_the_command(
+    checkout, role_without_rights
+):
+    name = f"webhooks_test_missing_{uuid.uuid4().hex[:8]}"
+    env = service_env(PORT=str(free_port()), DATABASE_URL=server_url(role_without_rights, name))
+    output = run_failing(checkout / "start_services.sh", env)
+    assert "Traceback" not in output
+    assert f'the database "{name}" does not exist' in output
+    assert "createdb -h " in output and f"-O {role_without_rights} {name}" in output
+    assert len(output.strip().splitlines()) <= 6, output
+    assert pids(checkout) == {}  # nothing half-started
+
+
+def test_a_failed_migration_is_kept_in_var_log_and_starts_nothing(
+    checkout, postgres_admin, role_without_rights
+):
+    # The database exists, but this login may not create tables in it (PostgreSQL 15+).
+    name = f"webhooks_test_locked_{uuid.uuid4().hex[:8]}"
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    env = service_env(PORT=str(free_port()), DATABASE_URL=server_url(role_without_rights, name))
+    try:
+        output = run_failing(checkout / "start_services.sh", env)
+    finally:
+        with postgres_admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    assert "var/log/migrate.log" in output
+    logged = (checkout / "var" / "log" / "migrate.log").read_text()
+    assert "permission denied for schema public" in logged
+    assert pids(checkout) == {}
+
+
+def test_stop_waits_for_a_request_in_flight(checkout):
+    port = free_port()
+    env = service_env(PORT=str(port), WEB_CONCURRENCY="1")
+    run(checkout / "start_services.sh", env)
+    body = json.dumps(webhook(amount=15)).encode()
+    head = (
+        f"POST /v1/webhooks/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    client = socket.create_connection(("127.0.0.1", port), timeout=60)
+    client.sendall(head + body[:10])  # the request is now in flight, half sent
+    stopping = subprocess.Popen(
+        [str(checkout / "stop_services.sh")],
+        cwd=checkout,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Gunicorn closes its listening socket as soon as it has the TERM.
+        wait_until(lambda: refused(port), timeout=30)
+        assert stopping.poll() is None, "stop_services.sh did not wait for the request"
+        client.sendall(body[10:])
+        answer = client.recv(65536).decode()
+    finally:
+        client.close()
+        output, _ = stopping.communicate(timeout=120)
+    assert answer.startswith("HTTP/1.1 202"), answer
+    assert stopping.returncode == 0 and "sending KILL" not in output, output
+    assert pids(checkout) == {}
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False

@@ -13,7 +13,6 @@ import time
 
 import pytest
 import requests
-from conftest import REDIS_URL
 from helpers import as_json, webhook
 from prometheus_client.parser import text_string_to_metric_families
 from test_signatures import SECRET, signed_headers
@@ -30,11 +29,11 @@ BOUND = 2.0
 
 
 @pytest.fixture(scope="module")
-def service(postgres_url, tmp_path_factory):
+def service(postgres_url, redis_url, tmp_path_factory):
     service = Service(
         tmp_path_factory.mktemp("slow"),
         DATABASE_URL=postgres_url,
-        CELERY_BROKER_URL=REDIS_URL,
+        CELERY_BROKER_URL=redis_url,
         WEBHOOK_SECRET=SECRET,
         WEB_CONCURRENCY="2",
     )
