@@ -15,7 +15,7 @@ import flask_migrate
 import pytest
 import redis
 from flask import Flask
-from sqlalchemy import delete
+from sqlalchemy import Engine, create_engine, delete
 from sqlalchemy.exc import OperationalError
 
 from app import create_app
@@ -104,3 +104,19 @@ def app(database_url: str) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask):
     return app.test_client()
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop, restart or flush it."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database(postgres_url) -> Iterator[Engine]:
+    """An engine on the session's PostgreSQL database, for reading what processes wrote."""
+    engine = create_engine(postgres_url)
+    yield engine
+    engine.dispose()

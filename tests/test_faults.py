@@ -22,31 +22,17 @@ from helpers import (
     wait_until,
     webhook,
 )
-from sqlalchemy import create_engine, make_url, select
+from sqlalchemy import make_url, select
 from tcp_proxy import TCPProxy
 
 from app.store.models import Transaction, TransactionStatus
-from scripts.processes import ProcessorSimulator, RedisServer, Service
+from scripts.processes import ProcessorSimulator, Service
 
 pytestmark = pytest.mark.processes
 
 DELAY = 3.0
 # The promise: once a fault ends, what is pending is processed within this.
 RECOVERY_BOUND = timedelta(minutes=2)
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def database(postgres_url):
-    engine = create_engine(postgres_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

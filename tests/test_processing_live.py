@@ -10,26 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 from helpers import get_transaction, post_webhook, wait_until, webhook
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 
 from app.store.models import Transaction
-from scripts.processes import BIN, ROOT, ProcessorSimulator, RedisServer, Service
+from scripts.processes import BIN, ROOT, ProcessorSimulator, Service
 
 pytestmark = pytest.mark.processes
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def database(postgres_url):
-    engine = create_engine(postgres_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
