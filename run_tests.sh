@@ -70,4 +70,7 @@ say "Lint: ruff"
 "$VENV/bin/ruff" check --quiet . && "$VENV/bin/ruff" format --check --quiet . \
   || die "ruff found problems (fix with: .venv/bin/ruff check --fix . && .venv/bin/ruff format .)"
 say "PostgreSQL at $PGHOST:$PGPORT answers; Redis: ${TEST_REDIS_URL:-a redis-server the tests start}; chromium is installed; running the tests"
-exec "$VENV/bin/python" -m pytest "$@"
+# Three test files at a time (pytest-xdist, a file per worker so that module fixtures hold):
+# most tests wait on real processes, sockets and sleeps, so three share two cores well, and
+# the suite takes about 5.5 minutes instead of 13. Pass -n 0 to run them one at a time.
+exec "$VENV/bin/python" -m pytest -n 3 --dist loadfile "$@"
