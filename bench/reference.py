@@ -5,8 +5,8 @@ through psycopg2 (in autocommit, one round trip), one LPUSH to Redis, answer 202
 No validation, no error handling: only the benchmark runs them, under the same
 Gunicorn settings as the service: gunicorn.conf.py's gevent workers, with psycopg2
 made cooperative (psycogreen) and a pool of at most as many connections per process
-as the service's SQLAlchemy pool holds (5 + 10 overflow), as green threads cannot
-share one connection.
+as the service's SQLAlchemy pool holds (5), as green threads cannot share one
+connection.
 
 - `create_app()`: a minimal Flask view. Flask is part of the fixed stack, so this
   is the practical ceiling for our service, and the ratio the targets speak of.
@@ -31,9 +31,8 @@ INSERT = """
     VALUES (%s, %s, %s, %s, %s, 'PROCESSING', %s, %s)
     ON CONFLICT (transaction_id) DO NOTHING
 """
-# As the service's pool, SQLAlchemy's default QueuePool: up to 15 connections open per
-# process, of which 5 are kept when idle (the overflow is closed when given back).
-POOL_SIZE, POOL_LIMIT = 5, 15
+# As the service's pool (app/extensions.py): 5 connections per process, no overflow.
+POOL_SIZE, POOL_LIMIT = 5, 5
 _connections: dict[str, object] = {}
 _idle: queue.LifoQueue | None = None
 

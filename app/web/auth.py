@@ -122,6 +122,8 @@ def refuse(role: Role, challenge: str = "Bearer") -> Response | None:
     granted = tokens.role(token)
     if granted is None:
         detail = "Send a token: Authorization: Bearer <token>."
+        if challenge == "Basic":
+            detail = "Sign in with an API token as the password (any user name)."
         if token:
             detail = "The token is not one of ours."
         realm = 'realm="webhook transaction service"'
