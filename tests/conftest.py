@@ -9,6 +9,7 @@ names one to use instead, which must be empty when the session starts.
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import flask_migrate
@@ -90,15 +91,22 @@ def database_url(request) -> str:
     return request.getfixturevalue(f"{request.param}_url")
 
 
-@pytest.fixture
-def app(database_url: str) -> Iterator[Flask]:
-    app = make_app(database_url)
+@contextmanager
+def emptied_app(database_url: str, **overrides) -> Iterator[Flask]:
+    """The app on this database, with no transactions in it; its pool closed afterwards."""
+    app = make_app(database_url, **overrides)
     with app.app_context():
         db.session.execute(delete(Transaction))
         db.session.commit()
     yield app
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Flask]:
+    with emptied_app(database_url) as app:
+        yield app
 
 
 @pytest.fixture

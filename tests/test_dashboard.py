@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from conftest import make_app
+from conftest import emptied_app, make_app
 from dashboard_data import failed, insert_rows, row
 from sqlalchemy import delete, event, text
 from test_webhooks import assert_problem
@@ -34,13 +34,8 @@ def basic(token: str, user: str = "operator") -> dict[str, str]:
 
 @pytest.fixture
 def guarded_app(database_url):
-    app = make_app(database_url, API_READ_TOKENS=[READ], API_ADMIN_TOKENS=[ADMIN])
-    with app.app_context():
-        db.session.execute(delete(Transaction))
-        db.session.commit()
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    with emptied_app(database_url, API_READ_TOKENS=[READ], API_ADMIN_TOKENS=[ADMIN]) as app:
+        yield app
 
 
 def test_counts_oldest_processing_and_the_backlog_due_now(app, client):
