@@ -6,6 +6,7 @@ workers a slow socket holds a green thread, and Gunicorn closes it once its
 deadline passes (keepalive for the headers, BODY_READ_SECONDS for the body).
 """
 
+import http.client
 import socket
 import statistics
 import threading
@@ -221,3 +222,53 @@ def webhook_outcomes(service) -> dict[str, float]:
         for sample in family.samples
         if sample.name == "webhooks_received_total"
     }
+
+
+def test_a_busy_worker_closes_the_connection_so_a_free_worker_takes_the_next_request(
+    postgres_url, redis_url, tmp_path
+):
+    """A kept-alive connection stays with its worker; a worker already serving another
+    request says `Connection: close`, so the client's next request goes to whichever
+    worker is free. Without it, accepts landing unevenly put three times the load on
+    one worker, and the benchmark's p99 at 50 connections tripled (README, Performance)."""
+    service = Service(
+        tmp_path, DATABASE_URL=postgres_url, CELERY_BROKER_URL=redis_url, WEB_CONCURRENCY="1"
+    ).start("web")
+    try:
+        client = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
+
+        def get_root() -> http.client.HTTPResponse:
+            client.request("GET", "/")
+            response = client.getresponse()
+            response.read()
+            assert response.status == 200
+            return response
+
+        # One request at a time: the connection is kept.
+        first_socket = None
+        for _ in range(3):
+            assert get_root().getheader("Connection") == "keep-alive"
+            first_socket = first_socket or client.sock
+            assert client.sock is first_socket
+
+        # A webhook whose body is still arriving keeps the only worker busy meanwhile.
+        text = as_json(webhook())
+        slow = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+        with slow:
+            slow.sendall(
+                f"POST /v1/webhooks/transactions HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(text)}\r\n\r\n"
+                f"{text[:10]}".encode()
+            )
+            time.sleep(0.5)  # the worker has its headers and waits for the rest
+            assert get_root().getheader("Connection") == "close"
+            assert client.sock is None  # http.client closed it, as the answer said
+
+            slow.sendall(text[10:].encode())
+            answer = slow.recv(4096)
+        # The webhook was alone when it started: its connection would have been kept.
+        assert answer.startswith(b"HTTP/1.1 202")
+        assert b"\r\nConnection: keep-alive\r\n" in answer
+        assert get_root().getheader("Connection") == "keep-alive"  # free again
+    finally:
+        service.stop()
