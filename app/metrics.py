@@ -27,13 +27,11 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, literal, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db
-from app.store.models import Transaction, TransactionStatus, utcnow
-
-TABLE = Transaction.__table__
+from app.store import backlog
+from app.store.models import TransactionStatus, utcnow
 
 WEBHOOKS = Counter(
     "webhooks_received",
@@ -133,11 +131,6 @@ def record_attempt(
 COUNT_UP_TO = 100_000
 
 
-def _count_up_to(connection, *where) -> int:
-    limited = select(literal(1)).select_from(TABLE).where(*where).limit(COUNT_UP_TO).subquery()
-    return connection.scalar(select(func.count()).select_from(limited))
-
-
 class PipelineCollector:
     """Database-wide gauges, read when /metrics/pipeline is scraped.
 
@@ -149,19 +142,14 @@ class PipelineCollector:
 
     def collect(self):
         up = GaugeMetricFamily("database_up", "1 if the database answered this scrape.")
-        processing = TABLE.c.status == TransactionStatus.PROCESSING
+        processing, failed = TransactionStatus.PROCESSING, TransactionStatus.FAILED
         now = utcnow()
         try:
             with db.engine.connect() as connection:
-                waiting = _count_up_to(connection, processing)
-                due = _count_up_to(connection, processing, TABLE.c.next_attempt_at <= now)
-                failed = _count_up_to(connection, TABLE.c.status == TransactionStatus.FAILED)
-                oldest = connection.scalar(
-                    select(TABLE.c.created_at)
-                    .where(processing)
-                    .order_by(TABLE.c.created_at, TABLE.c.transaction_id)
-                    .limit(1)
-                )
+                waiting = backlog.count(connection, processing, up_to=COUNT_UP_TO)
+                due = backlog.count(connection, processing, due_by=now, up_to=COUNT_UP_TO)
+                failed = backlog.count(connection, failed, up_to=COUNT_UP_TO)
+                oldest = backlog.oldest_processing(connection)
         except SQLAlchemyError:
             up.add_metric([], 0)
             yield up
@@ -182,7 +170,7 @@ class PipelineCollector:
             "Transactions FAILED, waiting for an operator's re-drive" + capped,
             value=failed,
         )
-        age = (now - oldest).total_seconds() if oldest else 0
+        age = (now - oldest.created_at).total_seconds() if oldest else 0
         yield GaugeMetricFamily(
             "oldest_processing_age_seconds",
             "Age of the oldest transaction still PROCESSING (0 if none). Far above the "

@@ -167,6 +167,12 @@ class Service:
     def __getitem__(self, name: str) -> Process:
         return self.processes[name]
 
+    def __enter__(self) -> "Service":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
         for name in ("web", "beat", "worker"):
             if name in self.processes:

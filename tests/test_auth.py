@@ -20,17 +20,14 @@ UNKNOWN = "leak-me-if-you-dare-3141"
 
 @pytest.fixture(scope="module")
 def service(postgres_url, redis_url, tmp_path_factory):
-    service = Service(
+    with Service(
         tmp_path_factory.mktemp("auth"),
         DATABASE_URL=postgres_url,
         CELERY_BROKER_URL=redis_url,
         API_READ_TOKENS=f"{READ_OLD}, {READ_NEW}",
         API_ADMIN_TOKENS=ADMIN,
-    )
-    try:
+    ) as service:
         yield service.start("web")
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,16 +22,13 @@ URL = "/v1/webhooks/transactions"
 
 @pytest.fixture(scope="module")
 def service(postgres_url, redis_url, tmp_path_factory):
-    service = Service(
+    with Service(
         tmp_path_factory.mktemp("framing"),
         DATABASE_URL=postgres_url,
         CELERY_BROKER_URL=redis_url,
         WEBHOOK_SECRET=SECRET,
-    )
-    try:
+    ) as service:
         yield service.start("web")
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="module")

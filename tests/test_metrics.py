@@ -23,18 +23,15 @@ def service(postgres_url, redis_url, tmp_path_factory):
     with engine.begin() as connection:
         connection.execute(delete(Transaction))
     engine.dispose()
-    service = Service(
+    with Service(
         tmp_path_factory.mktemp("metrics"),
         DATABASE_URL=postgres_url,
         CELERY_BROKER_URL=redis_url,
         PROCESSING_DELAY_SECONDS=str(DELAY),
         WEBHOOK_SECRET=SECRET,
         WEB_CONCURRENCY="3",  # several workers: the counts must add up across them
-    )
-    try:
+    ) as service:
         yield service.start()
-    finally:
-        service.stop()
 
 
 def scrape(service, path: str = "/metrics") -> dict[tuple, float]:

@@ -25,16 +25,13 @@ DELAY = 2.0
 def service(postgres_url, redis_url, tmp_path_factory):
     # The session's own Redis (conftest): emptying it touches nobody else's data.
     redis.Redis.from_url(redis_url).flushdb()
-    service = Service(
+    with Service(
         tmp_path_factory.mktemp("service"),
         DATABASE_URL=postgres_url,
         CELERY_BROKER_URL=redis_url,
         PROCESSING_DELAY_SECONDS=str(DELAY),
-    )
-    try:
+    ) as service:
         yield service.start()
-    finally:
-        service.stop()
 
 
 def send(service, body) -> requests.Response:

@@ -31,17 +31,14 @@ BOUND = 2.0
 
 @pytest.fixture(scope="module")
 def service(postgres_url, redis_url, tmp_path_factory):
-    service = Service(
+    with Service(
         tmp_path_factory.mktemp("slow"),
         DATABASE_URL=postgres_url,
         CELERY_BROKER_URL=redis_url,
         WEBHOOK_SECRET=SECRET,
         WEB_CONCURRENCY="2",
-    )
-    try:
+    ) as service:
         yield service.start("web")
-    finally:
-        service.stop()
 
 
 class Attacker:
@@ -231,10 +228,10 @@ def test_a_busy_worker_closes_the_connection_so_a_free_worker_takes_the_next_req
     request says `Connection: close`, so the client's next request goes to whichever
     worker is free. Without it, accepts landing unevenly put three times the load on
     one worker, and the benchmark's p99 at 50 connections tripled (README, Performance)."""
-    service = Service(
+    with Service(
         tmp_path, DATABASE_URL=postgres_url, CELERY_BROKER_URL=redis_url, WEB_CONCURRENCY="1"
-    ).start("web")
-    try:
+    ) as service:
+        service.start("web")
         client = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
 
         def get_root() -> http.client.HTTPResponse:
@@ -270,5 +267,3 @@ def test_a_busy_worker_closes_the_connection_so_a_free_worker_takes_the_next_req
         assert answer.startswith(b"HTTP/1.1 202")
         assert b"\r\nConnection: keep-alive\r\n" in answer
         assert get_root().getheader("Connection") == "keep-alive"  # free again
-    finally:
-        service.stop()

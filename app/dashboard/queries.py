@@ -1,8 +1,10 @@
 """What the operator's page shows, read from the database so that every instance agrees.
 
-Each query is served by one of the table's indexes (app/store/models.py) and reads only
-the rows it shows: the backlog, the failures, the last hour. The total of PROCESSED is
-counted while the table is small and estimated once it is large (see `status_counts`).
+The counts, the backlog due now and the oldest waiting come from app/store/backlog.py,
+which /metrics/pipeline reads too. Each query is served by one of the table's indexes
+(app/store/models.py) and reads only the rows it shows: the backlog, the failures, the
+last hour. The total of PROCESSED is counted while the table is small and estimated once
+it is large (see `status_counts`).
 """
 
 import math
@@ -14,6 +16,7 @@ from sqlalchemy import Connection, Row, extract, func, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.extensions import db
+from app.store import backlog
 from app.store.models import Transaction, TransactionStatus
 
 table = Transaction.__table__
@@ -42,25 +45,20 @@ def status_counts(connection: Connection) -> tuple[dict[str, int], bool]:
     ANALYZE) less the other two stands in for a count that would read the whole table
     on every refresh of every open page.
     """
-    counts = {status.value: _count(connection, status) for status in _SMALL_STATUSES}
+    counts = {status.value: backlog.count(connection, status) for status in _SMALL_STATUSES}
     processed = TransactionStatus.PROCESSED.value
     rows = _estimated_rows(connection)
     if rows > EXACT_UP_TO:
         counts[processed] = max(rows - sum(counts.values()), 0)
         estimated = True
     else:
-        counts[processed] = _count(connection, TransactionStatus.PROCESSED)
+        counts[processed] = backlog.count(connection, TransactionStatus.PROCESSED)
         estimated = False
     return {status.value: counts[status.value] for status in TransactionStatus}, estimated
 
 
 EXACT_UP_TO = 100_000
 _SMALL_STATUSES = (TransactionStatus.PROCESSING, TransactionStatus.FAILED)
-
-
-def _count(connection: Connection, status: TransactionStatus) -> int:
-    query = select(func.count()).select_from(table).where(table.c.status == status)
-    return connection.scalar(query)
 
 
 def _estimated_rows(connection: Connection) -> int:
@@ -70,27 +68,6 @@ def _estimated_rows(connection: Connection) -> int:
         return 0
     estimate = text("SELECT reltuples FROM pg_class WHERE oid = 'transactions'::regclass")
     return int(connection.scalar(estimate))
-
-
-def oldest_processing(connection: Connection) -> Row | None:
-    """The PROCESSING transaction received first (ix_transactions_newest_processing)."""
-    query = (
-        select(table.c.transaction_id, table.c.created_at)
-        .where(table.c.status == TransactionStatus.PROCESSING)
-        .order_by(table.c.created_at, table.c.transaction_id)
-        .limit(1)
-    )
-    return connection.execute(query).first()
-
-
-def due_now(connection: Connection, now: datetime) -> int:
-    """PROCESSING transactions whose next attempt is due (ix_transactions_due)."""
-    query = (
-        select(func.count())
-        .select_from(table)
-        .where(table.c.status == TransactionStatus.PROCESSING, table.c.next_attempt_at <= now)
-    )
-    return connection.scalar(query)
 
 
 def newest_failed(connection: Connection, limit: int = FAILED_SHOWN) -> list[Row]:

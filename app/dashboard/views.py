@@ -12,8 +12,9 @@ from flask import Blueprint, Response, current_app, g, render_template, url_for
 
 from app.dashboard import queries
 from app.exact_json import dumps_exact
+from app.store import backlog
 from app.store import transactions as store
-from app.store.models import utcnow
+from app.store.models import TransactionStatus, utcnow
 from app.web.auth import ACTION_HEADER, Role, refuse
 from app.web.errors import problem
 from app.web.schemas import MINOR_UNITS, plain_number, to_iso8601
@@ -91,8 +92,8 @@ def data() -> Response:
     now = utcnow()
     with queries.connect() as connection:
         counts, processed_estimated = queries.status_counts(connection)
-        oldest = queries.oldest_processing(connection)
-        due = queries.due_now(connection, now)
+        oldest = backlog.oldest_processing(connection)
+        due = backlog.count(connection, TransactionStatus.PROCESSING, due_by=now)
         failed = queries.newest_failed(connection)
         minutes = queries.last_hour(connection, now)
     body = {
