@@ -222,7 +222,7 @@ def webhook_outcomes(service) -> dict[str, float]:
 
 
 def test_a_busy_worker_closes_the_connection_so_a_free_worker_takes_the_next_request(
-    postgres_url, redis_url, tmp_path
+    postgres_url, redis_url, tmp_path, request
 ):
     """A kept-alive connection stays with its worker; a worker already serving another
     request says `Connection: close`, so the client's next request goes to whichever
@@ -233,6 +233,7 @@ def test_a_busy_worker_closes_the_connection_so_a_free_worker_takes_the_next_req
     ) as service:
         service.start("web")
         client = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
+        request.addfinalizer(client.close)
 
         def get_root() -> http.client.HTTPResponse:
             client.request("GET", "/")
