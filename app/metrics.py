@@ -142,13 +142,13 @@ class PipelineCollector:
 
     def collect(self):
         up = GaugeMetricFamily("database_up", "1 if the database answered this scrape.")
-        processing, failed = TransactionStatus.PROCESSING, TransactionStatus.FAILED
+        processing = TransactionStatus.PROCESSING
         now = utcnow()
         try:
             with db.engine.connect() as connection:
                 waiting = backlog.count(connection, processing, up_to=COUNT_UP_TO)
                 due = backlog.count(connection, processing, due_by=now, up_to=COUNT_UP_TO)
-                failed = backlog.count(connection, failed, up_to=COUNT_UP_TO)
+                failed = backlog.count(connection, TransactionStatus.FAILED, up_to=COUNT_UP_TO)
                 oldest = backlog.oldest_processing(connection)
         except SQLAlchemyError:
             up.add_metric([], 0)

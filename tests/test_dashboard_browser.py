@@ -69,29 +69,27 @@ def database():
         engine.dispose()
 
 
-def start_web(tmp_path_factory, url: str, broker: str, **tokens: str) -> Service:
-    service = Service(
+def web_only(tmp_path_factory, url: str, broker: str, **tokens: str) -> Service:
+    """The web alone, no worker: rows stay as each test leaves them."""
+    return Service(
         tmp_path_factory.mktemp("dashboard"),
         DATABASE_URL=url,
         CELERY_BROKER_URL=broker,
         API_READ_TOKENS=tokens.get("read", ""),
         API_ADMIN_TOKENS=tokens.get("admin", ""),
     )
-    return service.start("web")  # no worker: rows stay as each test leaves them
 
 
 @pytest.fixture(scope="module")
 def guarded(database, redis_url, tmp_path_factory):
-    service = start_web(tmp_path_factory, database[0], redis_url, read=READ, admin=ADMIN)
-    yield service
-    service.stop()
+    with web_only(tmp_path_factory, database[0], redis_url, read=READ, admin=ADMIN) as service:
+        yield service.start("web")
 
 
 @pytest.fixture(scope="module")
 def open_service(database, redis_url, tmp_path_factory):
-    service = start_web(tmp_path_factory, database[0], redis_url)
-    yield service
-    service.stop()
+    with web_only(tmp_path_factory, database[0], redis_url) as service:
+        yield service.start("web")
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
 """What is waiting: counts by status, the backlog due now, the oldest still PROCESSING.
 
 Read by the operator's page (app/dashboard/) and by GET /metrics/pipeline (app/metrics.py),
-so both say the same thing the same way. Each query reads one of the table's indexes
-(app/store/models.py): PROCESSING and FAILED rows have partial indexes as small as the
-backlog and the failures.
+so both say the same thing the same way. PROCESSING and FAILED are read through indexes
+as small as the backlog and the failures (partial indexes, app/store/models.py);
+PROCESSED, nearly every row, is counted only while the table is small (the dashboard's
+`status_counts` estimates it past that).
 """
 
 from datetime import datetime

@@ -11,8 +11,9 @@ accepts land unevenly (50 connections were spread 32, 14, 4, 0, 0 over five work
 in one benchmark). A worker holding three times its share answers three times as
 slowly, which is what the p99 showed. So a worker that is already serving another
 request closes the connection after its answer (`Connection: close`): the client's
-next request is then accepted by whichever worker is free, as with sync workers,
-while a client that sends one request at a time keeps its connection.
+next request is accepted anew, and an idle worker, waiting on the listening socket,
+usually takes it. A request that arrives while its worker serves nothing else keeps
+its connection. (HTTP/2, off in gunicorn.conf.py, would bypass this.)
 """
 
 import json
@@ -53,16 +54,31 @@ class _Captured:
 
 
 class ProblemGeventWorker(GeventWorker):
-    requests_in_flight = 0  # in this worker process, across its green threads
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requests_in_flight = 0  # in this process, across its green threads
 
     def handle_request(self, listener_name, req, sock, addr):
         self.requests_in_flight += 1
+        counted, closing = True, False
         try:
-            if self.requests_in_flight > 1:  # busy: let a free worker take the next one
-                req.must_close = True
+            if self.requests_in_flight > 1 and not req.should_close():
+                req.must_close = closing = True  # busy: let a free worker take the next one
             return super().handle_request(listener_name, req, sock, addr)
-        finally:
+        except StopIteration:  # Gunicorn's way of saying: answered, now close
             self.requests_in_flight -= 1
+            counted = False
+            if closing:
+                # The app may have answered without reading the whole body (a 413 for a
+                # Content-Length over the limit, a 404): a plain close with unread bytes
+                # sends a reset, and the client would never see the answer. Kept alive,
+                # Gunicorn would have read them; here FIN first, then drain (up to 64 KiB
+                # or 2 s), as Gunicorn's sync worker closes every connection.
+                util.close_graceful(sock)
+            raise
+        finally:
+            if counted:
+                self.requests_in_flight -= 1
 
     def handle_error(self, req, client, addr, exc):
         captured = _Captured(client)
