@@ -13,7 +13,7 @@ slowly, which is what the p99 showed. So a worker that is already serving anothe
 request closes the connection after its answer (`Connection: close`): the client's
 next request is accepted anew, and an idle worker, waiting on the listening socket,
 usually takes it. A request that arrives while its worker serves nothing else keeps
-its connection. (HTTP/2, off in gunicorn.conf.py, would bypass this.)
+its connection. (HTTP/2, off by Gunicorn's default, would bypass this.)
 """
 
 import json
