@@ -222,74 +222,77 @@ def webhook_outcomes(service) -> dict[str, float]:
     }
 
 
+@pytest.fixture(scope="module")
+def one_worker(postgres_url, redis_url, tmp_path_factory):
+    """One Gunicorn worker, so that two requests at once are in the same worker."""
+    with Service(
+        tmp_path_factory.mktemp("one-worker"),
+        DATABASE_URL=postgres_url,
+        CELERY_BROKER_URL=redis_url,
+        WEB_CONCURRENCY="1",
+    ) as service:
+        yield service.start("web")
+
+
 def test_a_busy_worker_closes_the_connection_so_a_free_worker_takes_the_next_request(
-    postgres_url, redis_url, tmp_path
+    one_worker,
 ):
     """A kept-alive connection stays with its worker; a worker already serving another
     request says `Connection: close`, so the client's next request is accepted anew, by a
     free worker as a rule. Without it, accepts landing unevenly put three times the load on
     one worker, and the benchmark's p99 at 50 connections doubled (README, Performance)."""
-    with Service(
-        tmp_path, DATABASE_URL=postgres_url, CELERY_BROKER_URL=redis_url, WEB_CONCURRENCY="1"
-    ) as service:
-        service.start("web")
+    service = one_worker
 
-        # Alone in its worker, a request keeps its connection.
-        with connect(service) as client:
+    # Alone in its worker, a request keeps its connection.
+    with connect(service) as client:
+        assert get_root(client).getheader("Connection") == "keep-alive"
+        kept = client.sock
+        for _ in range(2):
             assert get_root(client).getheader("Connection") == "keep-alive"
-            kept = client.sock
-            for _ in range(2):
-                assert get_root(client).getheader("Connection") == "keep-alive"
-                assert client.sock is kept
+            assert client.sock is kept
 
-        with busy(service) as (slow, text):
-            # Meanwhile the only worker is busy: the answer closes the connection.
-            with connect(service) as client:
-                response = get_root(client)
-                assert response.getheader("Connection") == "close"
-                assert client.sock is None  # http.client closed it, as the answer said
+    with busy(service) as (slow, text):
+        # Meanwhile the only worker is busy: the answer closes the connection.
+        with connect(service) as client:
+            response = get_root(client)
+            assert response.getheader("Connection") == "close"
+            assert client.sock is None  # http.client closed it, as the answer said
 
-            slow.sendall(text.encode())
-            answer = slow.recv(4096)
-        # The webhook was alone when it started: its connection would have been kept.
-        assert b"HTTP/1.1 202" in answer
-        assert b"\r\nConnection: keep-alive\r\n" in answer
+        slow.sendall(text.encode())
+        answer = slow.recv(4096)
+    # The webhook was alone when it started: its connection would have been kept.
+    assert b"HTTP/1.1 202" in answer
+    assert b"\r\nConnection: keep-alive\r\n" in answer
 
-        # Free again (the webhook's count drops once its answer is written).
-        deadline = time.monotonic() + 5
-        while True:
-            with connect(service) as client:
-                if get_root(client).getheader("Connection") == "keep-alive":
-                    break
-            assert time.monotonic() < deadline, "the worker still counts a finished request"
-            time.sleep(0.1)
+    # Free again (the webhook's count drops once its answer is written).
+    deadline = time.monotonic() + 5
+    while True:
+        with connect(service) as client:
+            if get_root(client).getheader("Connection") == "keep-alive":
+                break
+        assert time.monotonic() < deadline, "the worker still counts a finished request"
+        time.sleep(0.1)
 
 
-def test_a_busy_worker_still_delivers_an_answer_given_before_the_body_was_read(
-    postgres_url, redis_url, tmp_path
-):
+def test_a_busy_worker_still_delivers_an_answer_given_before_the_body_was_read(one_worker):
     """A 413 for a Content-Length over the limit is answered without reading the body. Kept
     alive, Gunicorn would read the rest; closed with those bytes unread, the kernel sends a
     reset and the sender may never see its 413. The busy worker closes gracefully instead."""
-    with Service(
-        tmp_path, DATABASE_URL=postgres_url, CELERY_BROKER_URL=redis_url, WEB_CONCURRENCY="1"
-    ) as service:
-        service.start("web")
-        for _ in range(5):
-            with busy(service):
-                big = socket.create_connection(("127.0.0.1", service.port), timeout=10)
-                with big:
-                    big.sendall(
-                        b"POST /v1/webhooks/transactions HTTP/1.1\r\nHost: x\r\n"
-                        b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
-                        + b" "
-                        * 200_000
-                    )
-                    answer = b""
-                    while chunk := big.recv(65536):  # until the server closes
-                        answer += chunk
-            assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-            assert b"\r\nConnection: close\r\n" in answer
+    service = one_worker
+    for _ in range(5):
+        with busy(service):
+            big = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+            head = (
+                b"POST /v1/webhooks/transactions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+            )
+            with big:
+                big.sendall(head + b" " * 200_000)  # a fifth of the body, sent at once
+                answer = b""
+                while chunk := big.recv(65536):  # until the server closes
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"\r\nConnection: close\r\n" in answer
 
 
 def connect(service) -> closing[http.client.HTTPConnection]:
