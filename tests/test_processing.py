@@ -9,12 +9,20 @@ import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import gevent
 import pytest
 from helpers import as_json, webhook
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db
-from app.processing.pipeline import RetryPolicy, attempt, claim_due, process_claims, record
+from app.processing.pipeline import (
+    OutcomeWriter,
+    RetryPolicy,
+    attempt,
+    claim_due,
+    process_claims,
+)
 from app.processing.processor import Done, FailedForGood, RetryLater
 from app.processing.simulated import SimulatedProcessor
 from app.store.models import Transaction, TransactionStatus
@@ -176,14 +184,61 @@ def test_a_late_answer_of_an_earlier_attempt_cannot_overwrite_a_later_outcome(ap
         [first] = claim_due(db.engine, 10, hold_seconds=0)  # its claim expires...
         [second] = claim_due(db.engine, 10, hold_seconds=60)  # ...and a second attempt starts
         retry = Scripted(RetryLater("the processor answered 503"))
-        assert attempt(db.engine, retry, POLICY, second) is TransactionStatus.PROCESSING
+        outcomes = OutcomeWriter(db.engine)
+        assert attempt(outcomes, retry, POLICY, second) is TransactionStatus.PROCESSING
         # The first attempt's answer arrives after all: it changes nothing.
-        assert attempt(db.engine, Scripted(Done("late")), POLICY, first) is None
-        assert not record(db.engine, first, {"processor_reference": "late"})
+        assert attempt(outcomes, Scripted(Done("late")), POLICY, first) is None
+        assert not outcomes.record(first, {"processor_reference": "late"})
     after = row(app, transaction_id)
     assert after.status is TransactionStatus.PROCESSING
     assert after.processor_reference is None
     assert after.last_error == "the processor answered 503"
+
+
+def test_outcomes_that_arrive_together_are_written_in_one_transaction(app):
+    ids = receive(app, 50)
+    with app.app_context():
+        claims = claim_due(db.engine, 100, hold_seconds=60)
+        transactions = []
+
+        def began(connection):
+            transactions.append(connection)
+
+        event.listen(db.engine, "begin", began)
+        try:
+            process_claims(db.engine, SimulatedProcessor(0, 5), POLICY, claims)
+        finally:
+            event.remove(db.engine, "begin", began)
+    assert len(transactions) == 1  # not one commit per outcome
+    assert {row(app, i).status for i in ids} == {TransactionStatus.PROCESSED}
+
+
+def test_outcomes_waiting_for_a_writer_that_is_killed_are_answered(app):
+    """The first outcome to arrive writes the others; if its green thread is killed
+    mid-write, the others get an error (their claims expire and they are retried)
+    instead of waiting for ever and holding their task."""
+    receive(app, 2)
+
+    def slow_statement(*_):
+        gevent.sleep(0.2)
+
+    with app.app_context():
+        first, second = claim_due(db.engine, 10, hold_seconds=60)
+        outcomes = OutcomeWriter(db.engine)
+        event.listen(db.engine, "before_cursor_execute", slow_statement)
+        try:
+            writer = gevent.spawn(outcomes.record, first, {"last_error": "first"})
+            gevent.sleep(0.05)  # the writer is inside its statement
+            waiter = gevent.spawn(outcomes.record, second, {"last_error": "second"})
+            gevent.sleep(0.05)  # the second outcome waits for the writer
+            writer.kill()
+            waiter.join(timeout=5)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", slow_statement)
+    assert waiter.ready(), "the waiting outcome was left hanging"
+    assert isinstance(waiter.exception, SQLAlchemyError)
+    assert row(app, first.transaction_id).last_error is None  # rolled back
+    assert row(app, second.transaction_id).last_error is None
 
 
 def test_every_outcome_is_logged_with_its_attempt_before_it_is_committed(app, caplog):
