@@ -19,6 +19,7 @@ from app.extensions import db
 from app.processing.pipeline import (
     OutcomeWriter,
     RetryPolicy,
+    RowChange,
     attempt,
     claim_due,
     process_claims,
@@ -113,6 +114,42 @@ def test_done_is_processed_with_the_reference(app):
     assert run_once(app, processor) == []  # nothing is called twice
 
 
+def test_each_outcome_of_a_mixed_batch_lands_on_its_own_row(app):
+    done, refused, retried = receive(app, 3)
+    answers = {
+        done: Done("ref_7"),
+        refused: FailedForGood("the processor answered 422: account closed"),
+        retried: RetryLater("the processor answered 503"),
+    }
+
+    class PerTransaction(Scripted):
+        def process(self, transaction):
+            return answers[transaction.transaction_id]
+
+    run_once(app, PerTransaction(None))
+    assert row(app, done).status is TransactionStatus.PROCESSED
+    assert row(app, done).processor_reference == "ref_7"
+    assert row(app, done).last_error is None
+    assert row(app, refused).status is TransactionStatus.FAILED
+    assert row(app, refused).last_error == "the processor answered 422: account closed"
+    assert row(app, refused).processor_reference is None
+    assert row(app, retried).status is TransactionStatus.PROCESSING
+    assert row(app, retried).last_error == "the processor answered 503"
+    assert row(app, retried).next_attempt_at > datetime.now(UTC)
+
+
+def test_done_after_a_retry_keeps_the_last_error_it_met(app):
+    [transaction_id] = receive(app)
+    run_once(app, Scripted(RetryLater("the processor answered 503")))
+    make_due(app, transaction_id)
+    run_once(app, Scripted(Done("ref_2")))
+    done = row(app, transaction_id)
+    assert done.status is TransactionStatus.PROCESSED
+    assert done.processor_reference == "ref_2"
+    assert done.last_error == "the processor answered 503"
+    assert done.attempts == 2 and done.next_attempt_at is None and done.claimed_until is None
+
+
 def test_the_simulated_processor_is_the_default_and_answers_done(app):
     [transaction_id] = receive(app)
     assert isinstance(app.extensions["processor"], SimulatedProcessor)
@@ -188,7 +225,8 @@ def test_a_late_answer_of_an_earlier_attempt_cannot_overwrite_a_later_outcome(ap
         assert attempt(outcomes, retry, POLICY, second) is TransactionStatus.PROCESSING
         # The first attempt's answer arrives after all: it changes nothing.
         assert attempt(outcomes, Scripted(Done("late")), POLICY, first) is None
-        assert not outcomes.record(first, {"processor_reference": "late"})
+        late = RowChange(TransactionStatus.PROCESSED, None, processor_reference="late")
+        assert not outcomes.record(first, late)
     after = row(app, transaction_id)
     assert after.status is TransactionStatus.PROCESSING
     assert after.processor_reference is None
@@ -222,14 +260,17 @@ def test_outcomes_waiting_for_a_writer_that_is_killed_are_answered(app):
     def slow_statement(*_):
         gevent.sleep(0.2)
 
+    def still_waiting(error):
+        return RowChange(TransactionStatus.PROCESSING, datetime.now(UTC), last_error=error)
+
     with app.app_context():
         first, second = claim_due(db.engine, 10, hold_seconds=60)
         outcomes = OutcomeWriter(db.engine)
         event.listen(db.engine, "before_cursor_execute", slow_statement)
         try:
-            writer = gevent.spawn(outcomes.record, first, {"last_error": "first"})
+            writer = gevent.spawn(outcomes.record, first, still_waiting("first"))
             gevent.sleep(0.05)  # the writer is inside its statement
-            waiter = gevent.spawn(outcomes.record, second, {"last_error": "second"})
+            waiter = gevent.spawn(outcomes.record, second, still_waiting("second"))
             gevent.sleep(0.05)  # the second outcome waits for the writer
             writer.kill()
             waiter.join(timeout=5)
