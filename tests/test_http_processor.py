@@ -149,3 +149,14 @@ def test_the_simulator_refuses_a_chosen_account_for_good(simulator, processor):
     assert isinstance(outcome, FailedForGood)
     assert outcome.reason.startswith("the processor answered 422: ")
     assert json.loads(outcome.reason.split(": ", 1)[1]) == {"error": "account refused"}
+
+
+def test_proxy_settings_from_the_environment_are_kept_though_read_only_once(monkeypatch):
+    """requests would read the environment on every call; the processor reads it once,
+    when it is made, and must not lose what it says (an egress proxy, say)."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://egress.internal:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/company-ca.pem")
+    made = HttpProcessor("https://processor.example/v1/process", timeout_seconds=5)
+    assert made.session.proxies.get("https") == "http://egress.internal:3128"
+    assert made.session.verify == "/etc/ssl/certs/company-ca.pem"
+    assert made.session.trust_env is False  # not read again per call
