@@ -150,6 +150,52 @@ def test_done_after_a_retry_keeps_the_last_error_it_met(app):
     assert done.attempts == 2 and done.next_attempt_at is None and done.claimed_until is None
 
 
+def test_a_processors_unstorable_characters_do_not_keep_its_outcome_from_being_recorded(app):
+    """A NUL (PostgreSQL refuses it) or a lone surrogate (UTF-8 cannot encode it), as a
+    processor's JSON body can carry, is replaced; the outcome is recorded."""
+    done, refused = receive(app, 2)
+    answers = {
+        done: Done("ref\x00\ud800"),
+        refused: FailedForGood("the processor answered 422: \x00\ud800"),
+    }
+
+    class PerTransaction(Scripted):
+        def process(self, transaction):
+            return answers[transaction.transaction_id]
+
+    run_once(app, PerTransaction(None))
+    assert row(app, done).status is TransactionStatus.PROCESSED
+    assert row(app, done).processor_reference == "ref\ufffd?"
+    assert row(app, refused).status is TransactionStatus.FAILED
+    assert row(app, refused).last_error == "the processor answered 422: \ufffd?"
+
+
+def test_an_outcome_the_database_refuses_fails_alone_not_with_its_batch(app, database_url):
+    """One outcome holds a value the database refuses (a reference longer than the
+    column, which PostgreSQL rejects): the rest of its batch is still written."""
+    ids = receive(app, 3)
+    with app.app_context():
+        claims = claim_due(db.engine, 10, hold_seconds=60)
+        outcomes = OutcomeWriter(db.engine)
+        too_long = {claims[1].transaction_id: "r" * 300}
+
+        def record(claim):
+            reference = too_long.get(claim.transaction_id, "ok")
+            change = RowChange(TransactionStatus.PROCESSED, None, processor_reference=reference)
+            return outcomes.record(claim, change)
+
+        writes = [gevent.spawn(record, claim) for claim in claims]
+        gevent.joinall(writes, timeout=10)
+    by_id = dict(zip([c.transaction_id for c in claims], writes, strict=True))
+    good = [i for i in ids if i not in too_long]
+    assert all(by_id[i].value is True for i in good)
+    assert {row(app, i).status for i in good} == {TransactionStatus.PROCESSED}
+    if database_url.startswith("postgresql"):
+        [bad] = too_long
+        assert by_id[bad].exception is not None
+        assert row(app, bad).status is TransactionStatus.PROCESSING
+
+
 def test_the_simulated_processor_is_the_default_and_answers_done(app):
     [transaction_id] = receive(app)
     assert isinstance(app.extensions["processor"], SimulatedProcessor)

@@ -40,7 +40,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from app import metrics
 from app.processing.processor import (
@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 # Rows one task claims and calls at once. With WORKER_GREEN_THREADS (app/config.py)
 # tasks at a time, one worker process keeps up to 100 x 100 calls in flight.
 BATCH_SIZE = 100
+
+# Errors that say the database is away, not that it refused a value.
+DATABASE_AWAY = (OperationalError, InterfaceError)
+REFERENCE_CHARS = 255  # the processor_reference column
 
 TABLE = Transaction.__table__
 STILL_PROCESSING = TABLE.c.status == TransactionStatus.PROCESSING
@@ -183,13 +187,20 @@ def attempt(
     _tell(claim, outcome, change, summary, seconds)
     try:
         recorded = outcomes.record(claim, change)
-    except SQLAlchemyError as exc:
+    except DATABASE_AWAY as exc:
         log.warning(
             "transaction %s attempt %d: outcome not recorded, database unavailable (%s); "
             "it is retried when its claim expires",
             claim.transaction_id,
             claim.attempt,
             str(exc).splitlines()[0],
+        )
+        return None
+    except Exception:  # a value the database refused; the rest of its batch is written
+        log.exception(
+            "transaction %s attempt %d: outcome not recorded; it is retried when its claim expires",
+            claim.transaction_id,
+            claim.attempt,
         )
         return None
     if not recorded:
@@ -222,21 +233,29 @@ def decide(
     now = utcnow()
     processed, failed = TransactionStatus.PROCESSED, TransactionStatus.FAILED
     if isinstance(outcome, Done):
-        change = RowChange(processed, None, processed_at=now, processor_reference=outcome.reference)
-        return change, "done"
+        reference = _storable(outcome.reference, REFERENCE_CHARS)
+        return RowChange(processed, None, processed_at=now, processor_reference=reference), "done"
+    reason = _storable(outcome.reason)
     if isinstance(outcome, FailedForGood):
-        change = RowChange(failed, None, failed_at=now, last_error=outcome.reason)
-        return change, f"failed for good: {outcome.reason}"
+        change = RowChange(failed, None, failed_at=now, last_error=reason)
+        return change, f"failed for good: {reason}"
     if claim.attempt >= policy.max_attempts:
-        reason = f"{outcome.reason} (gave up after {claim.attempt} attempts)"
+        reason = f"{reason} (gave up after {claim.attempt} attempts)"
         return RowChange(failed, None, failed_at=now, last_error=reason), f"failed: {reason}"
     delay = policy.delay(claim.attempt, outcome.delay_seconds)
-    change = RowChange(
-        TransactionStatus.PROCESSING,
-        next_attempt_at=now + timedelta(seconds=delay),
-        last_error=outcome.reason,
-    )
-    return change, f"retry in {delay:.1f} s: {outcome.reason}"
+    retry_at = now + timedelta(seconds=delay)
+    change = RowChange(TransactionStatus.PROCESSING, next_attempt_at=retry_at, last_error=reason)
+    return change, f"retry in {delay:.1f} s: {reason}"
+
+
+def _storable(text: str | None, limit: int | None = None) -> str | None:
+    """A processor's words as the database can store them: no NUL (PostgreSQL refuses
+    it) and nothing UTF-8 cannot encode (a lone surrogate from a JSON body), cut to
+    the column's length. Otherwise its outcome could never be recorded."""
+    if text is None:
+        return None
+    text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return text[:limit]
 
 
 # An outcome waiting to be written: the attempt, its row's change, and where the
@@ -300,7 +319,13 @@ class OutcomeWriter:
                     recorded = _update_all_at_once(connection, batch)
                 else:
                     recorded = _update_one_by_one(connection, batch)
-        except SQLAlchemyError as exc:
+        except Exception as exc:
+            if len(batch) > 1 and not isinstance(exc, DATABASE_AWAY):
+                # A value the database refused: written one by one, the outcome that
+                # holds it fails alone instead of taking its batch with it.
+                for waiting in batch:
+                    self._write([waiting])
+                return
             for _, _, result in batch:
                 result.set_exception(exc)
             return
