@@ -49,6 +49,18 @@ class Scripted:
         return answer
 
 
+class PerTransaction(Scripted):
+    """A processor that answers each transaction what it is told for that transaction."""
+
+    def __init__(self, answers):
+        super().__init__(None)
+        self.by_transaction = answers
+
+    def process(self, transaction):
+        self.calls.append(transaction)
+        return self.by_transaction[transaction.transaction_id]
+
+
 def receive(app, count: int = 1, **fields) -> list[str]:
     client = app.test_client()
     ids = []
@@ -122,11 +134,7 @@ def test_each_outcome_of_a_mixed_batch_lands_on_its_own_row(app):
         retried: RetryLater("the processor answered 503"),
     }
 
-    class PerTransaction(Scripted):
-        def process(self, transaction):
-            return answers[transaction.transaction_id]
-
-    run_once(app, PerTransaction(None))
+    run_once(app, PerTransaction(answers))
     assert row(app, done).status is TransactionStatus.PROCESSED
     assert row(app, done).processor_reference == "ref_7"
     assert row(app, done).last_error is None
@@ -159,11 +167,7 @@ def test_a_processors_unstorable_characters_do_not_keep_its_outcome_from_being_r
         refused: FailedForGood("the processor answered 422: \x00\ud800"),
     }
 
-    class PerTransaction(Scripted):
-        def process(self, transaction):
-            return answers[transaction.transaction_id]
-
-    run_once(app, PerTransaction(None))
+    run_once(app, PerTransaction(answers))
     assert row(app, done).status is TransactionStatus.PROCESSED
     assert row(app, done).processor_reference == "ref\ufffd?"
     assert row(app, refused).status is TransactionStatus.FAILED
@@ -242,12 +246,8 @@ def test_retry_after_is_honoured_up_to_the_maximum(app):
     policy = RetryPolicy(base_seconds=1, max_seconds=120, max_attempts=10)
     answers = {first: RetryLater("429", 90), second: RetryLater("429", 5000)}
 
-    class AsksToWait(Scripted):
-        def process(self, transaction):
-            return answers[transaction.transaction_id]
-
     started = datetime.now(UTC)
-    run_once(app, AsksToWait(), policy)
+    run_once(app, PerTransaction(answers), policy)
     assert started + timedelta(seconds=90) <= row(app, first).next_attempt_at
     assert row(app, first).next_attempt_at <= datetime.now(UTC) + timedelta(seconds=90)
     assert row(app, second).next_attempt_at <= datetime.now(UTC) + timedelta(seconds=120)
