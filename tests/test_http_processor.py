@@ -109,6 +109,18 @@ def test_each_answer_maps_to_its_outcome(answering, processor, status, headers, 
     assert processor(url, 5).process(transaction()) == expected
 
 
+@pytest.mark.parametrize("status", [301, 307, 308])
+def test_a_redirect_is_not_followed_and_fails_for_good(answering, processor, status):
+    # The contract's table: any status but 2xx and the retryable ones fails for good. A
+    # followed redirect would send the transaction (and its key) to another address,
+    # one the deployment never configured.
+    _server, url = answering
+    Answering.answers += [(status, {"Location": url + "/elsewhere"}, "moved"), (200, {}, "")]
+    outcome = processor(url, 5).process(transaction())
+    assert outcome == FailedForGood(f"the processor answered {status}: moved")
+    assert len(Answering.received) == 1
+
+
 def test_a_refused_connection_is_retried_later(processor):
     outcome = processor(f"http://127.0.0.1:{free_port()}/process", 5).process(transaction())
     assert isinstance(outcome, RetryLater)

@@ -10,7 +10,7 @@
 | answer                                                       | outcome                    |
 | 2xx                                                          | done (body's `reference`)  |
 | 408, 409, 425, 429, 5xx, a timeout, a refused/dropped socket | retry later (Retry-After)  |
-| any other status                                             | failed for good            |
+| any other status, a redirect (3xx) included                  | failed for good            |
 
 409 is "a call with this key is still in flight" in the IETF idempotency-key draft.
 """
@@ -68,8 +68,14 @@ class HttpProcessor:
             "Idempotency-Key": transaction.transaction_id,
         }
         try:
+            # A redirect is an answer like any other status (failed for good, per the
+            # table above), not an address to send the transaction and its key to.
             response = self.session.post(
-                self.url, data=body.encode(), headers=headers, timeout=self.timeout_seconds
+                self.url,
+                data=body.encode(),
+                headers=headers,
+                timeout=self.timeout_seconds,
+                allow_redirects=False,
             )
         except requests.Timeout:
             return RetryLater(f"no answer from the processor within {self.timeout_seconds:g} s")
