@@ -2,6 +2,8 @@
 
 Parse the JSON (decimals exact), one INSERT ... ON CONFLICT DO NOTHING committed
 through psycopg2 (in autocommit, one round trip), one LPUSH to Redis, answer 202.
+The row is due after PROCESSING_DELAY_SECONDS, as the service's are, so the
+service's worker (same database) processes the reference's load as well.
 No validation, no error handling: only the benchmark runs them, under the same
 Gunicorn settings as the service: gunicorn.conf.py's gevent workers, with psycopg2
 made cooperative (psycogreen) and a pool of at most as many connections per process
@@ -31,6 +33,7 @@ INSERT = """
     VALUES (%s, %s, %s, %s, %s, 'PROCESSING', %s, %s)
     ON CONFLICT (transaction_id) DO NOTHING
 """
+PROCESSING_DELAY = timedelta(seconds=float(os.environ.get("PROCESSING_DELAY_SECONDS", "30")))
 # As the service's pool (app/extensions.py): 5 connections per process, no overflow.
 POOL_SIZE, POOL_LIMIT = 5, 5
 _connections: dict[str, object] = {}
@@ -92,7 +95,10 @@ def _store(raw: bytes) -> None:
                     body["amount"],
                     body["currency"],
                     now,
-                    now + timedelta(hours=1),
+                    # Due when the service's own rows would be, so that the service's
+                    # worker processes what the reference receives too, and the machine
+                    # is as busy while the reference is measured as while the service is.
+                    now + PROCESSING_DELAY,
                 ),
             )
     finally:

@@ -182,8 +182,8 @@ def children(pid: int) -> list[int]:
 
 def acknowledgement_and_lookup(work: Path, url: str, redis_url: str, args) -> dict:
     # The worker processes what the load sends (the simulated processor, 1 s), as in
-    # production; it runs while the references are measured too, so the machine is
-    # as busy for them.
+    # production: to the service and to the references alike (bench/reference.py makes
+    # its rows due after the same delay), so the machine is as busy for each of them.
     service = Service(
         work,
         **production_settings(
