@@ -95,10 +95,7 @@ def _store(raw: bytes) -> None:
                     body["amount"],
                     body["currency"],
                     now,
-                    # Due when the service's own rows would be, so that the service's
-                    # worker processes what the reference receives too, and the machine
-                    # is as busy while the reference is measured as while the service is.
-                    now + PROCESSING_DELAY,
+                    now + PROCESSING_DELAY,  # processed like the service's (docstring)
                 ),
             )
     finally:
