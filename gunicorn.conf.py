@@ -1,5 +1,6 @@
 """Gunicorn settings, from the environment (and .env): `gunicorn -c gunicorn.conf.py`."""
 
+import gc
 import multiprocessing
 import os
 from pathlib import Path
@@ -88,6 +89,13 @@ def on_starting(server):
             "API_READ_TOKENS and API_ADMIN_TOKENS are not set: anyone can read transactions "
             "and metrics, and re-drive. Set them to require Authorization: Bearer <token>."
         )
+
+
+def post_worker_init(worker):
+    # The app is loaded, and what exists now lives as long as the worker: frozen, the
+    # garbage collector stops walking it on each full collection (as the Celery
+    # worker does, app/extensions.py).
+    gc.freeze()
 
 
 def child_exit(server, worker):
