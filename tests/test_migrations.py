@@ -25,6 +25,22 @@ def test_migrations_match_the_models(database_url):
     assert differences == []
 
 
+def test_the_outcome_time_indexes_hold_only_rows_that_have_the_time(database_url):
+    """Every webhook's INSERT and claim would otherwise write a NULL entry in both."""
+    app = make_app(database_url)
+    with app.app_context(), db.engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            query = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'transactions'"
+        else:
+            query = "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'transactions'"
+        definitions = dict(connection.execute(text(query)).all())
+        db.engine.dispose()
+    for column in ("processed_at", "failed_at"):
+        definition = definitions[f"ix_transactions_{column}"]
+        words = " ".join(definition.replace("(", " ").replace(")", " ").split())
+        assert words.endswith(f"WHERE {column} IS NOT NULL"), definition
+
+
 def test_migrations_upgrade_downgrade_and_upgrade_again(tmp_path):
     app = make_app(f"sqlite:///{tmp_path / 'fresh.sqlite3'}")
     with app.app_context():

@@ -1,0 +1,64 @@
+"""the processed_at and failed_at indexes hold only the rows that have one
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02
+
+As 0003 made them, both indexes had an entry for every row, NULL or not: a
+webhook's INSERT, its claim and its outcome each wrote one in both, and the
+failed_at index was nearly all NULLs. Their readers (the operator's page, the
+re-drive's --since) only ask for times, which no NULL matches, so the planner
+still picks them with the predicate.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+COLUMNS = ("processed_at", "failed_at")
+
+
+def _rebuild(column: str, partial: bool) -> None:
+    """Build the new index beside the old one, then swap: on PostgreSQL both steps are
+    CONCURRENTLY, so webhooks keep being written while a large table is indexed."""
+    name = f"ix_transactions_{column}"
+    where = sa.text(f"{column} IS NOT NULL") if partial else None
+    op.create_index(
+        f"{name}_new",
+        "transactions",
+        [column],
+        postgresql_where=where,
+        sqlite_where=where,
+        postgresql_concurrently=True,
+    )
+    op.drop_index(name, table_name="transactions", postgresql_concurrently=True)
+    op.execute(f"ALTER INDEX {name}_new RENAME TO {name}")
+
+
+def _rebuild_sqlite(column: str, partial: bool) -> None:
+    name = f"ix_transactions_{column}"
+    where = sa.text(f"{column} IS NOT NULL") if partial else None
+    op.drop_index(name, table_name="transactions")
+    op.create_index(name, "transactions", [column], sqlite_where=where)
+
+
+def _rebuild_all(partial: bool) -> None:
+    if op.get_bind().dialect.name != "postgresql":  # SQLite cannot rename an index
+        for column in COLUMNS:
+            _rebuild_sqlite(column, partial)
+        return
+    with op.get_context().autocommit_block():
+        for column in COLUMNS:
+            _rebuild(column, partial)
+
+
+def upgrade():
+    _rebuild_all(partial=True)
+
+
+def downgrade():
+    _rebuild_all(partial=False)
