@@ -135,8 +135,8 @@ def init_celery(app: Flask) -> Celery:
         # Everything imported and built so far (Celery, Flask, SQLAlchemy: a few hundred
         # thousand objects) lives as long as the process. Frozen, the garbage collector
         # stops walking it on each full collection, which thousands of waiting calls
-        # trigger often: the pipeline's CPU per transaction fell by a fifth (README,
-        # Performance). Gunicorn's workers do the same (gunicorn.conf.py).
+        # trigger often: the worker's CPU per transaction fell by a tenth to a fifth
+        # (README, Performance). Gunicorn's workers do the same (gunicorn.conf.py).
         gc.freeze()
 
     @setup_logging.connect(weak=False)
