@@ -23,42 +23,32 @@ COLUMNS = ("processed_at", "failed_at")
 
 
 def _rebuild(column: str, partial: bool) -> None:
-    """Build the new index beside the old one, then swap: on PostgreSQL both steps are
-    CONCURRENTLY, so webhooks keep being written while a large table is indexed."""
     name = f"ix_transactions_{column}"
     where = sa.text(f"{column} IS NOT NULL") if partial else None
+    if op.get_bind().dialect.name != "postgresql":  # SQLite cannot rename an index
+        op.drop_index(name, table_name="transactions")
+        op.create_index(name, "transactions", [column], sqlite_where=where)
+        return
+    # The new index beside the old one, then the swap, both CONCURRENTLY: webhooks keep
+    # being written while a large table is indexed.
     op.create_index(
         f"{name}_new",
         "transactions",
         [column],
         postgresql_where=where,
-        sqlite_where=where,
         postgresql_concurrently=True,
     )
     op.drop_index(name, table_name="transactions", postgresql_concurrently=True)
     op.execute(f"ALTER INDEX {name}_new RENAME TO {name}")
 
 
-def _rebuild_sqlite(column: str, partial: bool) -> None:
-    name = f"ix_transactions_{column}"
-    where = sa.text(f"{column} IS NOT NULL") if partial else None
-    op.drop_index(name, table_name="transactions")
-    op.create_index(name, "transactions", [column], sqlite_where=where)
-
-
-def _rebuild_all(partial: bool) -> None:
-    if op.get_bind().dialect.name != "postgresql":  # SQLite cannot rename an index
-        for column in COLUMNS:
-            _rebuild_sqlite(column, partial)
-        return
+def upgrade():
     with op.get_context().autocommit_block():
         for column in COLUMNS:
-            _rebuild(column, partial)
-
-
-def upgrade():
-    _rebuild_all(partial=True)
+            _rebuild(column, partial=True)
 
 
 def downgrade():
-    _rebuild_all(partial=False)
+    with op.get_context().autocommit_block():
+        for column in COLUMNS:
+            _rebuild(column, partial=False)
