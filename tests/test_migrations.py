@@ -4,10 +4,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import flask_migrate
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from conftest import ROOT, make_app
-from sqlalchemy import inspect, select, text
+from sqlalchemy import create_engine, event, inspect, select, text
 
 from app.extensions import db
 from app.processing.pipeline import claim_due
@@ -15,6 +17,7 @@ from app.store.models import Transaction, TransactionStatus
 from scripts.processes import POSTGRES_ADMIN_URL, ThrowawayDatabase
 
 MIGRATIONS = str(ROOT / "migrations")
+HEAD = ScriptDirectory(MIGRATIONS).get_current_head()
 
 
 def test_migrations_match_the_models(database_url):
@@ -109,6 +112,63 @@ def test_upgrading_a_database_that_holds_transactions_in_every_state(database_ur
     finally:
         if not database_url.startswith("sqlite"):
             database.__exit__()
+
+
+@pytest.mark.parametrize(
+    ("start", "failing_build"),
+    [
+        ("0001", "ix_transactions_newest_processing"),  # 0002's second index
+        ("0002", "ix_transactions_processed_at"),  # 0003's second, its columns committed
+        ("0003", "ix_transactions_failed_at_new"),  # 0004's second swap
+    ],
+)
+def test_an_upgrade_whose_index_build_failed_completes_when_run_again(
+    postgres_url, start, failing_build
+):
+    """A CONCURRENTLY build that fails leaves an INVALID index; the next run deals with it.
+
+    The build fails as it does in production: it waits for a transaction that writes to
+    the table, and a statement_timeout cancels it.
+    """
+    with ThrowawayDatabase(POSTGRES_ADMIN_URL, migrated=False) as database_url:
+        app = make_app(database_url)
+        writer = create_engine(database_url)
+        with app.app_context(), writer.connect() as writing:
+            flask_migrate.upgrade(directory=MIGRATIONS, revision=start)
+
+            def fail_the_build(_conn, cursor, statement, *_args):
+                if statement.startswith(f"CREATE INDEX CONCURRENTLY {failing_build} "):
+                    writing.execute(text("LOCK TABLE transactions IN ROW EXCLUSIVE MODE"))
+                    cursor.execute("SET statement_timeout = '300ms'")
+
+            event.listen(db.engine, "before_cursor_execute", fail_the_build)
+            with pytest.raises(Exception, match="statement timeout"):
+                flask_migrate.upgrade(directory=MIGRATIONS)
+            event.remove(db.engine, "before_cursor_execute", fail_the_build)
+            writing.rollback()
+            db.engine.dispose()
+            assert _invalid_indexes(db.engine) == [failing_build]  # as a real failure leaves it
+
+            flask_migrate.upgrade(directory=MIGRATIONS)
+
+            assert _invalid_indexes(db.engine) == []
+            with db.engine.connect() as connection:
+                assert MigrationContext.configure(connection).get_current_revision() == HEAD
+                assert compare_metadata(MigrationContext.configure(connection), db.metadata) == []
+            db.engine.dispose()
+        writer.dispose()
+
+
+def _invalid_indexes(engine) -> list[str]:
+    with engine.connect() as connection:
+        return list(
+            connection.scalars(
+                text(
+                    "SELECT indexrelid::regclass::text FROM pg_index"
+                    " WHERE NOT indisvalid AND indrelid = 'transactions'::regclass"
+                )
+            )
+        )
 
 
 def _stored(engine, moment):

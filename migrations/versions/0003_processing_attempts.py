@@ -12,6 +12,7 @@ for them) and their old due time, which nothing reads once a row is final.
 import sqlalchemy as sa
 from alembic import op
 
+from app.store.index_builds import build_index, drop_index
 from app.store.models import UTCDateTime
 
 revision = "0003"
@@ -42,39 +43,36 @@ def _replace_status_check(direction: str) -> None:
 
 
 def upgrade():
-    with op.batch_alter_table("transactions") as batch:
-        batch.alter_column("process_after", new_column_name="next_attempt_at", nullable=True)
-        batch.add_column(sa.Column("attempts", sa.Integer(), server_default="0", nullable=False))
-        batch.add_column(sa.Column("claimed_until", UTCDateTime(), nullable=True))
-        batch.add_column(sa.Column("last_error", sa.Text(), nullable=True))
-        batch.add_column(sa.Column("processor_reference", sa.String(255), nullable=True))
-        batch.add_column(sa.Column("failed_at", UTCDateTime(), nullable=True))
-    _replace_status_check("upgrade")
+    # A run that failed while building the indexes (below) has committed these changes;
+    # run again, it goes straight to the indexes.
+    columns = {column["name"] for column in sa.inspect(op.get_bind()).get_columns("transactions")}
+    if "attempts" not in columns:
+        with op.batch_alter_table("transactions") as batch:
+            batch.alter_column("process_after", new_column_name="next_attempt_at", nullable=True)
+            batch.add_column(
+                sa.Column("attempts", sa.Integer(), server_default="0", nullable=False)
+            )
+            batch.add_column(sa.Column("claimed_until", UTCDateTime(), nullable=True))
+            batch.add_column(sa.Column("last_error", sa.Text(), nullable=True))
+            batch.add_column(sa.Column("processor_reference", sa.String(255), nullable=True))
+            batch.add_column(sa.Column("failed_at", UTCDateTime(), nullable=True))
+        _replace_status_check("upgrade")
     # CONCURRENTLY on PostgreSQL: webhooks keep arriving while the indexes build.
     with op.get_context().autocommit_block():
-        op.create_index(
+        build_index(
             "ix_transactions_newest_failed",
             "transactions",
             ["created_at", "transaction_id"],
-            postgresql_where=FAILED,
-            sqlite_where=FAILED,
-            postgresql_concurrently=True,
+            where=FAILED,
         )
         for column in ("processed_at", "failed_at"):
-            op.create_index(
-                f"ix_transactions_{column}",
-                "transactions",
-                [column],
-                postgresql_concurrently=True,
-            )
+            build_index(f"ix_transactions_{column}", "transactions", [column])
 
 
 def downgrade():
     with op.get_context().autocommit_block():
         for name in ("failed_at", "processed_at", "newest_failed"):
-            op.drop_index(
-                f"ix_transactions_{name}", table_name="transactions", postgresql_concurrently=True
-            )
+            drop_index(f"ix_transactions_{name}", "transactions")
     # FAILED has no place in the old schema: such rows go back to waiting.
     op.execute(
         "UPDATE transactions SET status = 'PROCESSING', next_attempt_at = failed_at"

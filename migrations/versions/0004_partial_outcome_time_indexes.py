@@ -14,6 +14,8 @@ still picks them with the predicate.
 import sqlalchemy as sa
 from alembic import op
 
+from app.store.index_builds import build_index, drop_index
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -26,19 +28,14 @@ def _rebuild(column: str, partial: bool) -> None:
     name = f"ix_transactions_{column}"
     where = sa.text(f"{column} IS NOT NULL") if partial else None
     if op.get_bind().dialect.name != "postgresql":  # SQLite cannot rename an index
-        op.drop_index(name, table_name="transactions")
-        op.create_index(name, "transactions", [column], sqlite_where=where)
+        drop_index(name, "transactions")
+        build_index(name, "transactions", [column], where=where)
         return
     # The new index beside the old one, then the swap, both CONCURRENTLY: webhooks keep
-    # being written while a large table is indexed.
-    op.create_index(
-        f"{name}_new",
-        "transactions",
-        [column],
-        postgresql_where=where,
-        postgresql_concurrently=True,
-    )
-    op.drop_index(name, table_name="transactions", postgresql_concurrently=True)
+    # being written while a large table is indexed. Each step is one a second run can
+    # repeat, should the first fail between them.
+    build_index(f"{name}_new", "transactions", [column], where=where)
+    drop_index(name, "transactions")
     op.execute(f"ALTER INDEX {name}_new RENAME TO {name}")
 
 

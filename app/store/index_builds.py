@@ -1,0 +1,42 @@
+"""Index builds in migrations that a second run completes after the first failed half-way.
+
+On PostgreSQL the migrations build indexes CONCURRENTLY, so that webhooks keep being
+written while a large table is indexed. Such a build cannot run in a transaction, and when
+it fails (cancelled by the operator, a timeout, the connection lost) it leaves an INVALID
+index under its name: never read, yet written by every INSERT, and in the way of the next
+run ("relation ... already exists"). Every index the migrations build on PostgreSQL goes
+through `build_index`, so that running `flask db upgrade` again is the whole recovery.
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+from sqlalchemy import TextClause, text
+
+
+def build_index(
+    name: str, table: str, columns: Sequence[str], where: TextClause | None = None
+) -> None:
+    """CREATE INDEX, CONCURRENTLY on PostgreSQL; call it inside an autocommit_block.
+
+    A valid index of this name was built by an earlier run that failed later, and is kept;
+    an invalid one is what a failed build left, and is dropped and built again.
+    """
+    bind = op.get_bind()
+    if bind.dialect.name != "postgresql":
+        op.create_index(name, table, columns, sqlite_where=where)
+        return
+    valid = bind.execute(
+        text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+        {"name": name},
+    ).scalar()
+    if valid:
+        return
+    if valid is False:
+        drop_index(name, table)
+    op.create_index(name, table, columns, postgresql_where=where, postgresql_concurrently=True)
+
+
+def drop_index(name: str, table: str) -> None:
+    """DROP INDEX, CONCURRENTLY on PostgreSQL, and none the worse if an earlier run did it."""
+    op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)
