@@ -4,7 +4,7 @@ answers any status we ask of it (a stand-in for a deployment's processor)."""
 import http.server
 import json
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -18,7 +18,14 @@ ANSWERED = "the processor answered"
 
 def transaction(transaction_id="txn_http_1", account="acc_src", amount="100.10"):
     return TransactionToProcess(
-        transaction_id, account, "acc_dst", Decimal(amount), "USD", datetime.now(UTC), attempt=1
+        transaction_id,
+        account,
+        "acc_dst",
+        Decimal(amount),
+        "USD",
+        datetime.now(UTC),
+        attempt=1,
+        claimed_until=datetime.now(UTC) + timedelta(seconds=90),
     )
 
 

@@ -27,6 +27,7 @@ from app.processing.pipeline import (
 from app.processing.processor import Done, FailedForGood, RetryLater
 from app.processing.simulated import SimulatedProcessor
 from app.store.models import Transaction, TransactionStatus
+from app.store.transactions import redrive_failed
 
 URL = "/v1/webhooks/transactions"
 POLICY = RetryPolicy(base_seconds=5, max_seconds=3600, max_attempts=3)
@@ -277,6 +278,32 @@ def test_a_late_answer_of_an_earlier_attempt_cannot_overwrite_a_later_outcome(ap
     assert after.status is TransactionStatus.PROCESSING
     assert after.processor_reference is None
     assert after.last_error == "the processor answered 503"
+
+
+def test_a_late_answer_from_before_a_redrive_cannot_overwrite_the_attempt_after_it(app):
+    """A re-drive counts attempts afresh, so its first attempt has the number of the first
+    attempt before it; that one's answer, arriving late, must not pass for the new one's."""
+    [transaction_id] = receive(app)
+    with app.app_context():
+        [stale] = claim_due(db.engine, 10, hold_seconds=0)  # attempt 1: its claim expires
+        [second] = claim_due(db.engine, 10, hold_seconds=60)
+        outcomes = OutcomeWriter(db.engine)
+        refusal = Scripted(FailedForGood("the processor answered 422"))
+        assert attempt(outcomes, refusal, POLICY, second) is TransactionStatus.FAILED
+        assert redrive_failed(transaction_ids=[transaction_id]) == [transaction_id]
+        [fresh] = claim_due(db.engine, 10, hold_seconds=60)
+        assert fresh.attempt == stale.attempt == 1
+        # The attempt from before the re-drive answers: "again at once". Nothing changes,
+        # so the row does not fall due while the fresh attempt still holds it...
+        now = Scripted(RetryLater("the processor answered 503", delay_seconds=0))
+        assert attempt(outcomes, now, POLICY, stale) is None
+        assert claim_due(db.engine, 10, hold_seconds=60) == []
+        # ...and the fresh attempt's answer is the one recorded.
+        done = Scripted(Done("fresh"))
+        assert attempt(outcomes, done, POLICY, fresh) is TransactionStatus.PROCESSED
+    after = row(app, transaction_id)
+    assert after.status is TransactionStatus.PROCESSED
+    assert after.processor_reference == "fresh" and after.attempts == 1
 
 
 def test_outcomes_that_arrive_together_are_written_in_one_transaction(app):

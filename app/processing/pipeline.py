@@ -10,9 +10,10 @@ A transaction is due when it is PROCESSING and `next_attempt_at` has passed.
    it before then; if this worker dies, the row simply falls due again then.
 2. `process_claims` calls the processor for every claimed row at once, each in its
    own greenlet: the wait holds a greenlet, not a worker process.
-3. `OutcomeWriter` writes each outcome with an UPDATE conditional on the attempt it
-   belongs to, so a late answer from an earlier attempt can never overwrite a later
-   outcome. Outcomes that arrive together share one commit.
+3. `OutcomeWriter` writes each outcome with an UPDATE conditional on the claim it
+   belongs to (the attempt and its `claimed_until`), so a late answer from an earlier
+   attempt, even one from before a re-drive, can never overwrite a later outcome.
+   Outcomes that arrive together share one commit.
 
 Each outcome is logged and counted before it is committed: a worker killed right
 after the commit has already told. (A worker killed between the two leaves a line for
@@ -145,6 +146,7 @@ def claim_due(engine: Engine, limit: int, hold_seconds: float) -> list[Transacti
             row.currency,
             received_at=row.created_at,
             attempt=row.attempts,
+            claimed_until=until,
         )
         for row in rows
     ]
@@ -167,7 +169,7 @@ def attempt(
 ) -> TransactionStatus | None:
     """One processor call for one claimed transaction, its outcome logged, counted, recorded.
 
-    Returns the status recorded, or None if nothing was (a later attempt owns the row,
+    Returns the status recorded, or None if nothing was (a later attempt holds the row,
     or the database is away: the claim then expires and the transaction is retried).
     """
     started = time.perf_counter()
@@ -282,7 +284,7 @@ class OutcomeWriter:
         self.writing = False
 
     def record(self, claim: TransactionToProcess, change: RowChange) -> bool:
-        """Write the outcome if this attempt still owns the row; False if a later one does.
+        """Write the outcome if this attempt still holds its claim; False if a later one does.
 
         Raises SQLAlchemyError if the database did not take it."""
         result = AsyncResult()
@@ -333,7 +335,7 @@ class OutcomeWriter:
             result.set((claim.transaction_id, claim.attempt) in recorded)
 
 
-# Both write a row only if the attempt still owns it, release the claim, and keep the
+# Both write a row only if the attempt still holds its claim, release the claim, and keep the
 # columns that the change leaves at None (a done's last_error, say).
 #
 # PostgreSQL: the whole batch in one statement, one round trip and one commit however
@@ -351,16 +353,18 @@ _UPDATE_ALL_AT_ONCE = text(
     FROM unnest(
         CAST(:transaction_ids AS varchar[]),
         CAST(:attempts AS integer[]),
+        CAST(:claims AS timestamptz[]),
         CAST(:statuses AS varchar[]),
         CAST(:next_attempts AS timestamptz[]),
         CAST(:processed AS timestamptz[]),
         CAST(:failed AS timestamptz[]),
         CAST(:errors AS text[]),
         CAST(:references AS varchar[])
-    ) AS change(transaction_id, attempt, status, next_attempt_at, processed_at, failed_at,
-                last_error, processor_reference)
+    ) AS change(transaction_id, attempt, claimed_until, status, next_attempt_at, processed_at,
+                failed_at, last_error, processor_reference)
     WHERE t.transaction_id = change.transaction_id
       AND t.attempts = change.attempt
+      AND t.claimed_until = change.claimed_until
       AND t.status = 'PROCESSING'
     RETURNING t.transaction_id, change.attempt
     """
@@ -372,6 +376,7 @@ _UPDATE_ONE = (
     .where(
         TABLE.c.transaction_id == bindparam("claimed_id"),
         TABLE.c.attempts == bindparam("claimed_attempt"),
+        TABLE.c.claimed_until == bindparam("held_until", type_=TABLE.c.claimed_until.type),
         STILL_PROCESSING,
     )
     .values(
@@ -393,6 +398,7 @@ def _update_all_at_once(connection: Connection, batch: list[Waiting]) -> set[tup
     parameters = {
         "transaction_ids": [claim.transaction_id for claim in claims],
         "attempts": [claim.attempt for claim in claims],
+        "claims": [claim.claimed_until for claim in claims],
         "statuses": [change.status.value for change in changes],
         "next_attempts": [change.next_attempt_at for change in changes],
         "processed": [change.processed_at for change in changes],
@@ -413,7 +419,11 @@ def _update_one_by_one(connection: Connection, batch: list[Waiting]) -> set[tupl
     with connection.begin():
         for claim, change, _ in batch:
             parameters = {f"new_{name}": value for name, value in vars(change).items()}
-            parameters |= {"claimed_id": claim.transaction_id, "claimed_attempt": claim.attempt}
+            parameters |= {
+                "claimed_id": claim.transaction_id,
+                "claimed_attempt": claim.attempt,
+                "held_until": claim.claimed_until,
+            }
             if connection.execute(_UPDATE_ONE, parameters).rowcount:
                 recorded.add((claim.transaction_id, claim.attempt))
     return recorded

@@ -25,7 +25,11 @@ class TransactionToProcess:
     amount: Decimal
     currency: str
     received_at: datetime
-    attempt: int  # 1 for the first call
+    attempt: int  # 1 for the first call, and again for the first after a re-drive
+    # Until when this attempt holds the transaction: after it, another attempt may be
+    # made. The outcome is recorded only if the row still carries this claim, as the
+    # attempt number alone repeats after a re-drive.
+    claimed_until: datetime
 
 
 @dataclass(frozen=True)
