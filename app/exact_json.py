@@ -4,6 +4,7 @@ Numbers with a fraction or an exponent are read as `Decimal` and written back as
 JSON numbers, so `0.30` stays `0.30` on the way in and `0.3` on the way out.
 """
 
+from decimal import Decimal
 from typing import Any
 
 import simplejson
@@ -41,8 +42,10 @@ def loads_exact(data: bytes | str) -> Any:
         raise InvalidJSON(f"The body is not valid JSON: {exc.msg} at position {exc.pos}.") from None
     except RecursionError:
         raise InvalidJSON("The body nests too deeply.") from None
-    except ValueError as exc:  # ints past Python's digit limit, our own InvalidJSON
-        raise InvalidJSON(str(exc)) from None
+    except InvalidJSON:
+        raise
+    except ValueError:  # an integer past Python's limit on digits (4,300)
+        raise InvalidJSON("The body holds a number with too many digits.") from None
 
 
 def dumps_exact(obj: Any, **kwargs: Any) -> str:
@@ -57,3 +60,10 @@ class ExactJSONProvider(JSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return loads_exact(s)
+
+
+def plain_number(amount: Decimal) -> Decimal:
+    """The shortest exact form, never in exponent notation: 100.5000 -> 100.5, 1E+2 -> 100."""
+    if amount == amount.to_integral_value():
+        return amount.quantize(Decimal(1))
+    return amount.normalize()

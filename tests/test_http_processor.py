@@ -85,8 +85,34 @@ def test_the_request_is_exact_json_with_the_idempotency_key(answering, processor
     assert headers["Idempotency-Key"] == "txn_http_1"
     assert body == (
         b'{"transaction_id":"txn_http_1","source_account":"acc_src",'
-        b'"destination_account":"acc_dst","amount":0.30,"currency":"USD"}'
+        b'"destination_account":"acc_dst","amount":0.3,"currency":"USD"}'
     )
+
+
+@pytest.mark.parametrize(
+    "stored, sent",
+    [("1500.0000", b'"amount":1500,'), ("0.3000", b'"amount":0.3,'), ("1E+2", b'"amount":100,')],
+)
+def test_the_amount_is_sent_in_one_form_whatever_the_database_returns(
+    answering, processor, stored, sent
+):
+    """PostgreSQL's NUMERIC(19, 4) returns 1500.0000 where SQLite returns what came in."""
+    _server, url = answering
+    Answering.answers.append((200, {}, ""))
+    processor(url, 5).process(transaction(amount=stored))
+    [(_headers, body)] = Answering.received
+    assert sent in body
+
+
+@pytest.mark.parametrize("transaction_id", ["txn_dup ", " txn_lead", "txn_dup\u00a0", "txn_中文"])
+def test_an_id_a_header_cannot_carry_fails_for_good_without_a_call(
+    answering, processor, transaction_id
+):
+    """Such ids are refused at the door now; a row received before that is not sent."""
+    _server, url = answering
+    outcome = processor(url, 5).process(transaction(transaction_id=transaction_id))
+    assert outcome == FailedForGood("the transaction id cannot be sent as an Idempotency-Key")
+    assert Answering.received == []
 
 
 @pytest.mark.parametrize(

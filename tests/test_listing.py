@@ -123,6 +123,7 @@ def test_default_page_is_fifty(client):
         ({"status": "LOST"}, "status"),
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": "bm90IGEgY3Vyc29y"}, "cursor"),  # base64 of "not a cursor"
+        ({"cursor": "MjAyNi0wMS0wMVQwMDowMDowMCswMDowMAp4AHk"}, "cursor"),  # id with NUL
     ],
 )
 def test_bad_parameters_are_422_naming_them(client, params, field):

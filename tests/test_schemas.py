@@ -7,8 +7,8 @@ import pytest
 from helpers import webhook
 from marshmallow import ValidationError
 
-from app.exact_json import loads_exact
-from app.web.schemas import TransactionSchema, WebhookTransactionSchema, plain_number, to_iso8601
+from app.exact_json import loads_exact, plain_number
+from app.web.schemas import TransactionSchema, WebhookTransactionSchema, to_iso8601
 
 schema = WebhookTransactionSchema()
 
@@ -52,8 +52,43 @@ def test_text_fields_refuse(field, value, message):
     assert errors_for(webhook(**{field: value})) == {field: [message]}
 
 
-@pytest.mark.parametrize("field", ["transaction_id", "source_account", "destination_account"])
-def test_text_fields_accept_255_characters_of_any_script(field):
+@pytest.mark.parametrize(
+    "transaction_id",
+    [
+        "txn_dup ",  # a header value's trailing space is stripped: it would be "txn_dup"'s key
+        " txn_lead",
+        "txn_dup\u00a0",  # no-break space
+        "txn_中文",
+        "txn_\U0001f600",
+        "\u202etxn_1",  # right-to-left override: on the page it would pass for another id
+        "txn\u200b_1",  # zero-width space
+    ],
+)
+def test_a_transaction_id_a_header_cannot_carry_is_refused(transaction_id):
+    [message] = errors_for(webhook(transaction_id=transaction_id))["transaction_id"]
+    assert message.startswith("Must be printable ASCII")
+
+
+@pytest.mark.parametrize("transaction_id", ["txn:2024.01-15", "with inner space", "?#&%/~", "!"])
+def test_a_transaction_id_may_hold_any_printable_ascii(transaction_id):
+    assert schema.load(webhook(transaction_id=transaction_id))["transaction_id"] == transaction_id
+
+
+def test_a_transaction_id_may_be_255_characters():
+    value = "".join(chr(c) for c in range(0x21, 0x7F)) * 3  # 282 printable characters
+    assert schema.load(webhook(transaction_id=value[:255]))["transaction_id"] == value[:255]
+    assert errors_for(webhook(transaction_id=value[:256]))["transaction_id"] == [
+        "Longer than maximum length 255."
+    ]
+
+
+@pytest.mark.parametrize("currency", ["uſd", "ınr"])  # upper() makes USD and INR of them
+def test_a_currency_code_is_ascii(currency):
+    assert list(errors_for(webhook(currency=currency))) == ["currency"]
+
+
+@pytest.mark.parametrize("field", ["source_account", "destination_account"])
+def test_account_fields_accept_255_characters_of_any_script(field):
     value = "é" * 200 + "ü:.-_/" + "x" * 49
     assert len(value) == 255
     assert schema.load(webhook(**{field: value}))[field] == value

@@ -169,7 +169,7 @@ def test_other_content_types_are_415(app, client, content_type):
         (b'{"transaction_id": "\xff\xfe"}', "not valid UTF-8"),
         ('{"amount": 1, "amount": 1000}', "appears more than once"),
         ("[" * 30_000 + "]" * 30_000, "nests too deeply"),
-        ('{"amount": ' + "9" * 5000 + "}", "digits"),
+        ('{"amount": ' + "9" * 5000 + "}", "a number with too many digits"),  # not Python's
     ],
 )
 def test_a_body_that_is_not_a_json_object_is_400(app, client, raw, detail_part):

@@ -11,13 +11,13 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, render_template, url_for
 
 from app.dashboard import queries
-from app.exact_json import dumps_exact
+from app.exact_json import dumps_exact, plain_number
 from app.store import backlog
 from app.store import transactions as store
 from app.store.models import TransactionStatus, utcnow
 from app.web.auth import ACTION_HEADER, Role, refuse
 from app.web.errors import problem
-from app.web.schemas import MINOR_UNITS, plain_number, to_iso8601
+from app.web.schemas import MINOR_UNITS, to_iso8601
 
 # How often the page asks for fresh data.
 REFRESH_SECONDS = 5

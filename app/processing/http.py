@@ -18,7 +18,7 @@
 import requests
 from requests.adapters import HTTPAdapter
 
-from app.exact_json import dumps_exact, loads_exact
+from app.exact_json import dumps_exact, loads_exact, plain_number
 from app.processing.processor import (
     Done,
     FailedForGood,
@@ -26,6 +26,7 @@ from app.processing.processor import (
     RetryLater,
     TransactionToProcess,
 )
+from app.store.models import TRANSACTION_ID
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429})
 # Keep-alive connections kept open to the processor, per worker process: as many as
@@ -54,12 +55,18 @@ class HttpProcessor:
         self.session.trust_env = False
 
     def process(self, transaction: TransactionToProcess) -> Outcome:
-        body = dumps_exact(  # the amount as an exact JSON number, never a float
+        if not TRANSACTION_ID.fullmatch(transaction.transaction_id):
+            # Received before ids were held to what a header carries: sent, it would
+            # fail every attempt, or reach the processor as another transaction's key.
+            return FailedForGood("the transaction id cannot be sent as an Idempotency-Key")
+        body = dumps_exact(
             {
                 "transaction_id": transaction.transaction_id,
                 "source_account": transaction.source_account,
                 "destination_account": transaction.destination_account,
-                "amount": transaction.amount,
+                # An exact JSON number, never a float, in the form the API shows it
+                # (1500 for 1500.0000 as PostgreSQL's NUMERIC(19, 4) returns it).
+                "amount": plain_number(transaction.amount),
                 "currency": transaction.currency,
             }
         )

@@ -7,6 +7,7 @@ counting the attempt; if the worker dies, the row simply falls due again then.
 """
 
 import enum
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -20,6 +21,14 @@ from app.extensions import db
 # any ISO 4217 currency has: CLF, UYW).
 AMOUNT_PRECISION = 19
 AMOUNT_SCALE = 4
+
+
+# What a transaction id may hold: printable ASCII, the first and last character visible.
+# The id is the processor's Idempotency-Key header (app/processing/http.py), and a
+# header carries nothing else exactly: a server strips the spaces around a value, so
+# "txn_1 " would reach the processor as "txn_1", another transaction's key, and a
+# character beyond ASCII cannot be sent at all.
+TRANSACTION_ID = re.compile(r"[!-~](?:[ -~]*[!-~])?")
 
 
 def utcnow() -> datetime:

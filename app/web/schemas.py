@@ -9,7 +9,13 @@ from typing import Any
 import iso4217
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from app.store.models import AMOUNT_PRECISION, AMOUNT_SCALE, TransactionStatus
+from app.exact_json import plain_number
+from app.store.models import (
+    AMOUNT_PRECISION,
+    AMOUNT_SCALE,
+    TRANSACTION_ID,
+    TransactionStatus,
+)
 
 # ISO 4217 codes with their minor units (USD 2, JPY 0, KWD 3). Codes without
 # minor units (gold XAU, testing XTS, "no currency" XXX) are not money we move.
@@ -34,13 +40,6 @@ def decimal_places(amount: Decimal) -> int:
     return max(0, -(exponent + trailing_zeros))
 
 
-def plain_number(amount: Decimal) -> Decimal:
-    """The shortest exact form, never in exponent notation: 100.5000 -> 100.5, 1E+2 -> 100."""
-    if amount == amount.to_integral_value():
-        return amount.quantize(Decimal(1))
-    return amount.normalize()
-
-
 def to_iso8601(moment: datetime, timespec: str = "microseconds") -> str:
     """UTC with a Z suffix: 2024-01-15T10:30:00.123456Z."""
     return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
@@ -60,6 +59,20 @@ class Text(fields.String):
             raise ValidationError("Must not be empty or blank.")
         if UNSTORABLE.search(text):
             raise ValidationError("Must not contain control characters or unpaired surrogates.")
+        return text
+
+
+class TransactionId(Text):
+    """A transaction id: printable ASCII, as a header can carry it (models.TRANSACTION_ID)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not TRANSACTION_ID.fullmatch(text):
+            raise ValidationError(
+                "Must be printable ASCII (letters, digits, punctuation, inner spaces), "
+                "without leading or trailing spaces: it is sent as the processor's "
+                "Idempotency-Key header."
+            )
         return text
 
 
@@ -89,7 +102,9 @@ class CurrencyCode(fields.String):
     """An ISO 4217 alphabetic code of a real currency, stored upper-case."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        code = super()._deserialize(value, attr, data, **kwargs).upper()
+        given = super()._deserialize(value, attr, data, **kwargs)
+        # ASCII first: upper() makes "USD" of "uſd" (a long s) and "INR" of "ınr".
+        code = given.upper() if given.isascii() else given
         if code not in MINOR_UNITS:
             raise ValidationError("Must be an ISO 4217 currency code, such as USD, EUR or INR.")
         return code
@@ -115,7 +130,17 @@ class WebhookTransactionSchema(Schema):
         # Senders add fields over time; a field we do not know is not an error.
         unknown = EXCLUDE
 
-    transaction_id = _text("The sender's unique id for this transaction.", "txn_8f3a2b")
+    transaction_id = TransactionId(
+        required=True,
+        validate=validate.Length(max=255),
+        metadata={
+            "description": "The sender's unique id for this transaction: printable ASCII, "
+            "without leading or trailing spaces (it is the processor's Idempotency-Key).",
+            "example": "txn_8f3a2b",
+            "minLength": 1,
+            "pattern": "^[!-~]([ -~]*[!-~])?$",
+        },
+    )
     source_account = _text("Account the money leaves.", "acc_source_001")
     destination_account = _text("Account the money reaches.", "acc_dest_002")
     amount = Amount(
@@ -196,6 +221,8 @@ class PageCursor(fields.Field):
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
             created_at, transaction_id = raw.split("\n", 1)
+            if UNSTORABLE.search(transaction_id):  # no stored id has one (Text, above)
+                raise ValueError(transaction_id)
             return datetime.fromisoformat(created_at), transaction_id
         except (TypeError, ValueError):
             raise ValidationError("Not a cursor this service gave out; use next_cursor.") from None
