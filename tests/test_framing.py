@@ -5,6 +5,7 @@ the limit must be refused for what it is (400, 413), not as a bad signature.
 """
 
 import json
+from http import HTTPStatus
 
 import pytest
 from helpers import as_json, parse_response, raw_exchange, wait_until, webhook
@@ -108,6 +109,32 @@ def test_a_body_shorter_than_its_content_length_is_400_and_nothing_is_stored(
     assert stored(database, body["transaction_id"]) == 0
 
 
+@pytest.mark.parametrize(
+    "framing, half_close",
+    [
+        (lambda data: b"zz\r\n" + data + b"\r\n0\r\n\r\n", False),  # a size that is no number
+        (lambda data: b"-3\r\n" + data + b"\r\n0\r\n\r\n", False),
+        (lambda data: b"%x\r\n%sXX0\r\n\r\n" % (len(data), data), False),  # no CRLF after it
+        (lambda data: chunked(data)[:-2] + b"Bad Trailer\r\n\r\n", False),
+        (lambda data: b"%x\r\n%s\r\n" % (len(data), data), True),  # cut off, no last chunk
+    ],
+    ids=["size not hex", "negative size", "no terminator", "bad trailer", "cut off"],
+)
+def test_a_malformed_chunked_body_is_400_and_nothing_is_stored(
+    service, database, framing, half_close
+):
+    """Not a 500: a server error would count against the service, and page its operator."""
+    body = webhook()
+    text = as_json(body)
+    raw = head(signed_headers(text), **{"Transfer-Encoding": "chunked"}) + framing(text.encode())
+    tracebacks = service["web"].log().count("Traceback")
+    problem = assert_problem(raw_exchange(service.port, raw, half_close=half_close), 400)
+    assert "chunked" in problem["detail"]
+    assert stored(database, body["transaction_id"]) == 0
+    wait_until(lambda: problem["request_id"] in service["web"].log(), timeout=5)
+    assert service["web"].log().count("Traceback") == tracebacks
+
+
 def test_a_body_as_sent_normally_is_accepted_by_every_framing(service, database):
     """The guards refuse only broken framings: the same webhook, three ways, all 202."""
     for framing in ("length", "chunked", "svix"):
@@ -139,6 +166,7 @@ def test_a_body_as_sent_normally_is_accepted_by_every_framing(service, database)
         (b"GET / HTTP/1.1\r\nHost: test\r\nBad Header Name: x\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
     ],
     ids=[
         "line too long",
@@ -148,6 +176,7 @@ def test_a_body_as_sent_normally_is_accepted_by_every_framing(service, database)
         "bad name",
         "two lengths",
         "unknown coding",
+        "unsupported coding",
     ],
 )
 def test_errors_gunicorn_answers_itself_are_problem_json_and_echo_nothing(
@@ -155,6 +184,8 @@ def test_errors_gunicorn_answers_itself_are_problem_json_and_echo_nothing(
 ):
     raw = raw_exchange(service.port, request_bytes)
     problem = assert_problem(raw, status)
+    assert raw.startswith(f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode())
+    assert problem["title"] == HTTPStatus(status).phrase
     assert b"aaaaaaaa" not in raw and b"bbbbbbbb" not in raw
     _, headers, _ = parse_response(raw)
     assert problem["request_id"] == headers["x-request-id"]

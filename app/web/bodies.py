@@ -2,12 +2,14 @@
 
 Werkzeug's own reading cuts a chunked body at MAX_CONTENT_LENGTH without saying so,
 and hands on a body shorter than its Content-Length when the client half-closes.
-Here both are refused: a chunked body over the limit is a 413, a short one a 400,
-and a body that trickles in for longer than BODY_READ_SECONDS a 408, so that a slow
-sender cannot hold a connection (a green thread) for ever.
+Here both are refused: a chunked body over the limit is a 413, a short one a 400 (as
+is one whose chunks are malformed), and a body that trickles in for longer than
+BODY_READ_SECONDS a 408, so that a slow sender cannot hold a connection (a green
+thread) for ever.
 """
 
 import flask
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
 from werkzeug.wsgi import get_content_length
 
@@ -19,6 +21,10 @@ READ_STEP = 64 * 1024
 
 class ShortBody(BadRequest):
     problem_detail = "The body ended before its Content-Length; nothing was read from it."
+
+
+class MalformedChunks(BadRequest):
+    problem_detail = "The body's chunked framing is malformed; nothing was read from it."
 
 
 class SlowBody(RequestTimeout):
@@ -49,7 +55,13 @@ def read_body(environ: dict, limit: int | None) -> bytes:
         if environ.get("wsgi.input_terminated"):
             # Chunked: the server finds the end. Read one byte past the limit to
             # tell "exactly the limit" from "more".
-            body = _read(stream, limit + 1 if limit is not None else None)
+            try:
+                body = _read(stream, limit + 1 if limit is not None else None)
+            except (ParseException, NoMoreData):
+                # Gunicorn's chunk parser: a size that is no number, a chunk without
+                # its CRLF, a bad trailer, the connection closed before the last chunk.
+                # The sender's fault, not a 500 (Gunicorn closes the connection).
+                raise MalformedChunks() from None
             if limit is not None and len(body) > limit:
                 raise RequestEntityTooLarge()
             return body

@@ -19,6 +19,7 @@ its connection. (HTTP/2, off by Gunicorn's default, would bypass this.)
 import json
 import logging
 import secrets
+from http import HTTPStatus
 
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
@@ -86,9 +87,11 @@ class ProblemGeventWorker(GeventWorker):
         if not captured.sent:
             return
         status_line = captured.sent.split(b"\r\n", 1)[0].decode("latin-1")
-        _version, status, reason = (status_line.split(" ", 2) + ["", ""])[:3]
+        status = int(status_line.split(" ", 2)[1])
+        # The status's own phrase: Gunicorn's can be another status's ("501 Bad Request").
+        reason = HTTPStatus(status).phrase
         try:
-            util.write_nonblock(client, problem_response(int(status), reason))
+            util.write_nonblock(client, problem_response(status, reason))
         except Exception:  # the client is gone; nothing to answer
             self.log.debug("Failed to send error message.")
 
