@@ -5,6 +5,7 @@ event's fields (request_id, transaction_id, status, ...) as keys, for log pipeli
 """
 
 import logging
+import re
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -19,7 +20,27 @@ def formatter(log_format: str) -> logging.Formatter:
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             datefmt="%Y-%m-%dT%H:%M:%S%z",
         )
-    return logging.Formatter(TEXT_FORMAT)
+    return OneLineFormatter(TEXT_FORMAT)
+
+
+# Control characters, and the two that Unicode counts as line breaks.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class OneLineFormatter(logging.Formatter):
+    """The text format, one line per event: control characters in the message are
+    written escaped (a newline as \\n, an ANSI escape as \\x1b), so that a client
+    cannot write a line of its own into the log, say with %0A in a requested path.
+    A traceback still follows on lines of its own. (The JSON format escapes them.)"""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        if CONTROL.search(record.message):
+            record.message = CONTROL.sub(_escaped, record.message)
+        return super().formatMessage(record)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
 
 
 def configure_logging(level: str, log_format: str) -> None:

@@ -1,5 +1,6 @@
 """Request ids, the request log line, JSON logs, readiness, and metrics in one process."""
 
+import io
 import json
 import logging
 
@@ -54,6 +55,23 @@ def test_one_log_line_per_request_with_its_fields(client, caplog):
     ]
     assert all(r.duration_ms > 0 for r in lines)
     assert f"transaction_id={body['transaction_id']}" in lines[0].getMessage()
+
+
+def test_a_text_log_line_is_one_line_whatever_the_client_sent(app, client):
+    """%0A in a path would otherwise write a forged line into the log."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter("text"))
+    requests_log = logging.getLogger("app.requests")
+    requests_log.addHandler(handler)
+    try:
+        forged = "2026-12-02 05:41:00,000 INFO app.requests [1] POST /v1/webhooks/transactions 202"
+        client.get(f"/x%0A{forged}%0D%1B[31m%E2%80%A8")
+    finally:
+        requests_log.removeHandler(handler)
+    [line] = stream.getvalue().splitlines()
+    assert "/x\\n2026-12-02 05:41:00,000 INFO" in line
+    assert "\\r\\x1b[31m\\u2028" in line
 
 
 def test_json_log_lines_are_json_with_the_fields_as_keys():
