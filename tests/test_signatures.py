@@ -170,10 +170,23 @@ def test_a_tampered_body_is_401(signed_app):
     assert signed_app.test_client().post(URL, data=tampered, headers=headers).status_code == 401
 
 
-def test_a_body_that_is_not_utf8_is_401_not_500(signed_app):
+@pytest.mark.parametrize("signed", ["for this body", "for another"])
+def test_a_body_that_is_not_utf8_is_400_naming_it_signed_or_not(signed_app, signed):
+    """Standard Webhooks signs text, so such a body cannot be checked; it is not a 500,
+    nor a signature said to be malformed when it may well be right."""
     body = b'{"transaction_id": "\xff"}'
-    headers = signed_headers("irrelevant")
-    assert signed_app.test_client().post(URL, data=body, headers=headers).status_code == 401
+    text = body.decode("latin-1") if signed == "for this body" else "irrelevant"
+    headers = signed_headers(text)
+    response = signed_app.test_client().post(URL, data=body, headers=headers)
+    assert response.status_code == 400
+    assert response.get_json()["detail"] == "The body is not valid UTF-8."
+    assert stored(signed_app) == 0
+
+
+def test_options_needs_no_signature(signed_app):
+    response = signed_app.test_client().options(URL)
+    assert response.status_code == 200
+    assert "POST" in response.headers["Allow"]
 
 
 def test_within_five_minutes_either_way_is_accepted(signed_app):

@@ -1,4 +1,5 @@
 from flask import Response, current_app, g, request
+from flask_smorest import abort
 
 from app.exact_json import dumps_exact
 from app.store.transactions import ConflictingDuplicate, Receipt, ingest_webhook
@@ -25,10 +26,17 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 def require_signature():
     """With WEBHOOK_SECRET set, only correctly signed webhooks get past this (401)."""
     verifier = current_app.extensions["signature_verifier"]
-    if verifier is None:
+    if verifier is None or request.method == "OPTIONS":  # OPTIONS reads no body, stores nothing
         return None
+    body = request.get_data(cache=True)  # 413 past the limit
     try:
-        verifier.verify(request.get_data(cache=True), request.headers)  # 413 past the limit
+        # Standard Webhooks signs text: a body that is not UTF-8 cannot be checked, so
+        # its fault is named (it would never parse either), not taken for a bad signature.
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        abort(400, message="The body is not valid UTF-8.")
+    try:
+        verifier.verify(body, request.headers)
     except InvalidSignature as exc:
         return problem(
             401,
