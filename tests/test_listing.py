@@ -130,6 +130,7 @@ def test_bad_parameters_are_422_naming_them(client, params, field):
     response = client.get(URL, query_string=params)
     assert response.status_code == 422
     assert list(response.get_json()["errors"]) == [field]
+    assert response.get_json()["detail"] == "The query parameters failed validation; see errors."
 
 
 def test_an_empty_cursor_is_no_cursor(client):

@@ -92,6 +92,8 @@ def http_error(error: HTTPException) -> Response:
         headers["Allow"] = ", ".join(error.valid_methods)
     if status >= 500:
         detail = DETAILS[500]  # never leak an exception's text
+    if status == 422 and set(data.get("messages") or {}) == {"query"}:
+        detail = "The query parameters failed validation; see errors."
     return problem(
         status,
         error.name,
