@@ -5,6 +5,7 @@ not ship); tests/test_http_processor.py and tests/test_processing_live.py use th
 shipped HTTP processor against the simulator, in real processes.
 """
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,7 +13,7 @@ from decimal import Decimal
 import gevent
 import pytest
 from helpers import as_json, webhook
-from sqlalchemy import event, select, text, update
+from sqlalchemy import create_engine, event, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db
@@ -199,6 +200,26 @@ def test_an_outcome_the_database_refuses_fails_alone_not_with_its_batch(app, dat
         [bad] = too_long
         assert by_id[bad].exception is not None
         assert row(app, bad).status is TransactionStatus.PROCESSING
+
+
+def test_outcomes_that_wait_out_the_pool_are_the_database_away_not_a_refused_value(
+    app, caplog
+):
+    """Every connection in use past pool_timeout is the database being away: the batch
+    is not written again one outcome at a time, each waiting out the pool once more."""
+    receive(app, 3)
+    with app.app_context():
+        claims = claim_due(db.engine, 10, hold_seconds=60)
+        engine = create_engine(db.engine.url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    outcomes = OutcomeWriter(engine)
+    with engine.connect(), caplog.at_level(logging.WARNING, logger="app.processing.pipeline"):
+        calls = [gevent.spawn(attempt, outcomes, Scripted(Done()), POLICY, c) for c in claims]
+        gevent.joinall(calls, timeout=10)
+    engine.dispose()
+    assert [call.value for call in calls] == [None, None, None]
+    away = [r for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert len(away) == 3
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_the_simulated_processor_is_the_default_and_answers_done(app):

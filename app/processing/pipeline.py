@@ -42,6 +42,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app import metrics
 from app.processing.processor import (
@@ -60,8 +61,9 @@ log = logging.getLogger(__name__)
 # tasks at a time, one worker process keeps up to 100 x 100 calls in flight.
 BATCH_SIZE = 100
 
-# Errors that say the database is away, not that it refused a value.
-DATABASE_AWAY = (OperationalError, InterfaceError)
+# Errors that say the database is away, not that it refused a value; a pool whose
+# connections all stayed in use past pool_timeout counts as away.
+DATABASE_AWAY = (OperationalError, InterfaceError, PoolTimeoutError)
 REFERENCE_CHARS = 255  # the processor_reference column
 
 TABLE = Transaction.__table__

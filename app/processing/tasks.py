@@ -5,7 +5,6 @@ import logging
 from celery import shared_task
 from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.config import claim_seconds
 from app.extensions import db
@@ -29,7 +28,7 @@ def process_due_transactions() -> int:
     hold = claim_seconds(current_app.config)
     try:
         claims = pipeline.claim_due(db.engine, pipeline.BATCH_SIZE, hold)
-    except (OperationalError, InterfaceError) as exc:
+    except pipeline.DATABASE_AWAY as exc:
         # One line, not a traceback a second: the next tick tries again.
         log.warning("database unavailable, will retry next tick: %s", str(exc).splitlines()[0])
         return 0
