@@ -1,7 +1,9 @@
-"""A TCP port in front of the real PostgreSQL that a test can cut and restore.
+"""A TCP port in front of a real server (PostgreSQL, Redis) that a test can cut and restore.
 
 Cut, it behaves as a stopped server seen from the service: open connections
 drop and new ones are refused. Restored, the same port reaches the same server.
+Told to hold new connections, it accepts them and never answers, as a server
+whose packets are dropped does; the connections already open still work.
 """
 
 import socket
@@ -17,6 +19,8 @@ class TCPProxy:
         self._listener: socket.socket | None = None
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._holding = False
+        self._held: list[socket.socket] = []
 
     def start(self) -> "TCPProxy":
         listener = socket.socket()
@@ -38,6 +42,19 @@ class TCPProxy:
             _close(connection)
 
     restore = start
+    stop = cut
+
+    def hold_new(self) -> None:
+        """Accept new connections and send nothing either way on them."""
+        self._holding = True
+
+    def release_held(self) -> None:
+        """Forward new connections again, and drop the ones held."""
+        with self._lock:
+            self._holding = False
+            held, self._held = self._held, []
+        for connection in held:
+            _close(connection)
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -45,6 +62,10 @@ class TCPProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
+            with self._lock:
+                if self._holding:
+                    self._held.append(client)
+                    continue
             try:
                 server = socket.create_connection(self.target, timeout=5)
             except OSError:

@@ -202,9 +202,7 @@ def test_an_outcome_the_database_refuses_fails_alone_not_with_its_batch(app, dat
         assert row(app, bad).status is TransactionStatus.PROCESSING
 
 
-def test_outcomes_that_wait_out_the_pool_are_the_database_away_not_a_refused_value(
-    app, caplog
-):
+def test_outcomes_that_wait_out_the_pool_are_the_database_away_not_a_refused_value(app, caplog):
     """Every connection in use past pool_timeout is the database being away: the batch
     is not written again one outcome at a time, each waiting out the pool once more."""
     receive(app, 3)

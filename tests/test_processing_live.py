@@ -11,6 +11,7 @@ import pytest
 import requests
 from helpers import get_transaction, post_webhook, wait_until, webhook
 from sqlalchemy import delete, select
+from tcp_proxy import TCPProxy
 
 from app.store.models import Transaction
 from scripts.processes import BIN, ROOT, ProcessorSimulator, Service
@@ -224,6 +225,32 @@ def test_the_simulated_processor_with_no_delay_processes_each_at_the_first_attem
     done = wait_for_status(database, ids, "PROCESSED")
     assert {row.attempts for row in done.values()} == {1}
     assert all(row.last_error is None for row in done.values())
+
+
+def test_a_broker_that_stops_answering_does_not_hold_up_the_calls_of_a_full_batch(
+    tmp_path, postgres_url, redis_server, database, started
+):
+    """A task that claims a full batch publishes one more task before it calls. A broker
+    that takes the publish and never answers (packets dropped, as when a managed Redis
+    fails over) must not keep the batch from its calls: its claims would run out uncalled,
+    an attempt spent on each."""
+    proxy = started(TCPProxy("127.0.0.1", redis_server.port))
+    service = started(
+        Service(
+            tmp_path,
+            DATABASE_URL=postgres_url,
+            CELERY_BROKER_URL=f"redis://127.0.0.1:{proxy.port}/0",
+            PROCESSING_DELAY_SECONDS="0",
+        )
+    )
+    wait_for_status(database, accept(service, 1), "PROCESSED", timeout=30)  # ticks arrive
+    proxy.hold_new()  # the worker's first publish needs a connection of its own
+    try:
+        ids = accept(service, 150)
+        done = wait_for_status(database, ids, "PROCESSED", timeout=15)
+        assert {row.attempts for row in done.values()} == {1}
+    finally:
+        proxy.release_held()  # so that the service stops as it should
 
 
 def test_chaos_with_a_flaky_processor_loses_nothing_and_doubles_nothing(tmp_path):

@@ -2,6 +2,7 @@
 
 import logging
 
+import gevent
 from celery import shared_task
 from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
@@ -18,7 +19,7 @@ def process_due_transactions() -> int:
     """Claim a batch of due transactions and process them; returns how many it claimed.
 
     Beat sends this every second. A run that finds a full batch due sends another
-    before it starts calling, so a backlog fans out over the worker's pool at once;
+    as it starts calling, so a backlog fans out over the worker's pool at once;
     claims are made only by a run that has a pool slot, so nothing waits in the
     broker holding a claim. A lost, repeated or late message costs nothing: the
     next run claims whatever is due, including what a dead worker left behind.
@@ -33,9 +34,15 @@ def process_due_transactions() -> int:
         log.warning("database unavailable, will retry next tick: %s", str(exc).splitlines()[0])
         return 0
     if len(claims) == pipeline.BATCH_SIZE:
-        try:
-            process_due_transactions.delay()
-        except BrokerError as exc:  # the next tick fans out instead
-            log.warning("broker unavailable, the next tick takes the backlog: %s", exc)
+        # In a greenlet of its own: a publish to a broker that has stopped answering
+        # (packets dropped) would otherwise hold these claims uncalled until they expire.
+        gevent.spawn(_fan_out)
     pipeline.process_claims(db.engine, processor, policy, claims)
     return len(claims)
+
+
+def _fan_out() -> None:
+    try:
+        process_due_transactions.delay()
+    except BrokerError as exc:  # the next tick fans out instead
+        log.warning("broker unavailable, the next tick takes the backlog: %s", exc)
