@@ -7,6 +7,7 @@ no 5xx, documented status codes, content types and response schemas.
 
 import re
 
+import pytest
 import schemathesis
 from conftest import make_app
 from hypothesis import HealthCheck, given, settings
@@ -108,6 +109,14 @@ def test_the_interactive_docs_load_the_spec(client):
     assert page.status_code == 200
     assert b"swagger-ui" in page.data
     assert b"/openapi.json" in page.data
+
+
+@pytest.mark.parametrize("path", ["/docs", "/docs/assets/swagger-ui-bundle.js"])
+def test_the_docs_cannot_be_framed(client, path):
+    with client.get(path) as response:
+        assert response.status_code == 200
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_the_docs_load_swagger_ui_from_the_service_itself(client):
