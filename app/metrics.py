@@ -66,6 +66,11 @@ PROCESSOR_IN_FLIGHT = Gauge(
     "Processor calls under way now, over every worker process.",
     multiprocess_mode="livesum",
 )
+OUTCOMES_DISCARDED = Counter(
+    "processing_outcomes_discarded",
+    "Answers that came after their attempt had lost its claim to a later one: logged and "
+    "counted with the rest (before the commit), then not recorded.",
+)
 RETRIES_SCHEDULED = Counter(
     "processing_retries_scheduled", "Attempts that ended in a retry later, with a backoff."
 )

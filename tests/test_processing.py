@@ -13,6 +13,7 @@ from decimal import Decimal
 import gevent
 import pytest
 from helpers import as_json, webhook
+from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, event, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -79,6 +80,10 @@ def row(app, transaction_id: str) -> Transaction:
         found = db.session.get(Transaction, transaction_id)
         db.session.expunge_all()
         return found
+
+
+def discarded_outcomes() -> float:
+    return REGISTRY.get_sample_value("processing_outcomes_discarded_total") or 0
 
 
 def run_once(app, processor, policy=POLICY, limit=100, hold=60):
@@ -289,8 +294,10 @@ def test_a_late_answer_of_an_earlier_attempt_cannot_overwrite_a_later_outcome(ap
         retry = Scripted(RetryLater("the processor answered 503"))
         outcomes = OutcomeWriter(db.engine)
         assert attempt(outcomes, retry, POLICY, second) is TransactionStatus.PROCESSING
-        # The first attempt's answer arrives after all: it changes nothing.
+        # The first attempt's answer arrives after all: it changes nothing, and says so.
+        discarded = discarded_outcomes()
         assert attempt(outcomes, Scripted(Done("late")), POLICY, first) is None
+        assert discarded_outcomes() == discarded + 1
         late = RowChange(TransactionStatus.PROCESSED, None, processor_reference="late")
         assert not outcomes.record(first, late)
     after = row(app, transaction_id)

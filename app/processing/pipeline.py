@@ -208,6 +208,7 @@ def attempt(
         )
         return None
     if not recorded:
+        metrics.OUTCOMES_DISCARDED.inc()  # counted above as if it were recorded
         log.warning(
             "transaction %s attempt %d: outcome discarded, a later attempt owns the transaction",
             claim.transaction_id,
