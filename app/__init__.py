@@ -20,6 +20,7 @@ from app.extensions import (
 from app.logs import configure_logging
 from app.metrics import check_multiprocess_mode
 from app.processing.processor import processor_from_config
+from app.web.api import TransactionIdConverter
 from app.web.auth import SECURITY_SCHEME, Tokens
 from app.web.bodies import Request
 from app.web.docs import ASSETS_URL as DOCS_ASSETS_URL
@@ -68,6 +69,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     cooperative_database_driver()
     app = Flask(__name__, static_folder=None)
     app.request_class = Request  # bodies read whole, their framing checked (app/web/bodies.py)
+    # A transaction id is opaque: "/lead" (%2Flead) or "a//b" is the id, not a path that
+    # Werkzeug would merge and redirect to another transaction's URL (its default).
+    app.url_map.merge_slashes = False
+    app.url_map.converters["transaction_id"] = TransactionIdConverter
     app.json = ExactJSONProvider(app)
     app.config.update(load_config())
     app.config.update(OPENAPI_SETTINGS)

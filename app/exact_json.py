@@ -4,6 +4,7 @@ Numbers with a fraction or an exponent are read as `Decimal` and written back as
 JSON numbers, so `0.30` stays `0.30` on the way in and `0.3` on the way out.
 """
 
+import decimal
 from decimal import Decimal
 from typing import Any
 
@@ -44,6 +45,8 @@ def loads_exact(data: bytes | str) -> Any:
         raise InvalidJSON("The body nests too deeply.") from None
     except InvalidJSON:
         raise
+    except decimal.InvalidOperation:  # an exponent past what Decimal holds (1e10**18)
+        raise InvalidJSON("The body holds a number too large to read.") from None
     except ValueError:  # an integer past Python's limit on digits (4,300)
         raise InvalidJSON("The body holds a number with too many digits.") from None
 

@@ -23,15 +23,17 @@ def formatter(log_format: str) -> logging.Formatter:
     return OneLineFormatter(TEXT_FORMAT)
 
 
-# Control characters, and the two that Unicode counts as line breaks.
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters, the two that Unicode counts as line breaks, and the backslash,
+# so that \n in the log is always an escaped newline, never a backslash and an n sent.
+CONTROL = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class OneLineFormatter(logging.Formatter):
     """The text format, one line per event: control characters in the message are
-    written escaped (a newline as \\n, an ANSI escape as \\x1b), so that a client
-    cannot write a line of its own into the log, say with %0A in a requested path.
-    A traceback still follows on lines of its own. (The JSON format escapes them.)"""
+    written escaped (a newline as \\n, an ANSI escape as \\x1b, a backslash as \\\\),
+    so that a client cannot write a line of its own into the log, say with %0A in a
+    requested path. A traceback still follows on lines of its own. (The JSON format
+    escapes them.)"""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         if CONTROL.search(record.message):

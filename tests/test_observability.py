@@ -67,11 +67,13 @@ def test_a_text_log_line_is_one_line_whatever_the_client_sent(app, client):
     try:
         forged = "2026-12-02 05:41:00,000 INFO app.requests [1] POST /v1/webhooks/transactions 202"
         client.get(f"/x%0A{forged}%0D%1B[31m%E2%80%A8")
+        client.get("/y%5Cn")  # a backslash and an n, sent as such
     finally:
         requests_log.removeHandler(handler)
-    [line] = stream.getvalue().splitlines()
+    [line, other] = stream.getvalue().splitlines()
     assert "/x\\n2026-12-02 05:41:00,000 INFO" in line
     assert "\\r\\x1b[31m\\u2028" in line
+    assert "/y\\\\n " in other  # not to be read as an escaped newline
 
 
 def test_json_log_lines_are_json_with_the_fields_as_keys():
@@ -142,6 +144,7 @@ def test_metrics_count_webhooks_by_outcome_in_one_process(client):
     post(client, body)
     post(client, dict(body, amount=1))
     post(client, webhook(currency="XXQ"))
+    client.options(URL)  # not a webhook: counted as none (it was once an "error")
     after = samples(client.get("/metrics").get_data(as_text=True))
 
     def delta(outcome):
@@ -149,6 +152,7 @@ def test_metrics_count_webhooks_by_outcome_in_one_process(client):
         return after[key] - before.get(key, 0)
 
     assert [delta(o) for o in ("accepted", "duplicate", "conflict", "invalid")] == [1, 1, 1, 1]
+    assert delta("error") == 0
     pipeline = samples(client.get("/metrics/pipeline").get_data(as_text=True))
     assert pipeline[("transactions_waiting", ())] == 1
     assert pipeline[("transactions_due", ())] == 1

@@ -47,13 +47,15 @@ def test_transaction_is_returned_with_every_field(client):
 
 @pytest.mark.parametrize(
     "transaction_id",
-    ["txn:2024.01-15", "a/b/c", "with space", "100%", "?#&", "a%2Fb"],
+    ["txn:2024.01-15", "a/b/c", "with space", "100%", "?#&", "a%2Fb", "/lead", "a//b", "x/retry"],
 )
 def test_ids_with_reserved_characters_are_found_url_encoded(client, transaction_id):
     send(client, webhook(transaction_id=transaction_id))
     response = client.get(f"/v1/transactions/{quote(transaction_id, safe='')}")
     assert response.status_code == 200
     assert response.get_json()["transaction_id"] == transaction_id
+    retry = client.post(f"/v1/transactions/{quote(transaction_id, safe='')}/retry")
+    assert retry.status_code == 409  # found, and PROCESSING: not redirected to another id
 
 
 @pytest.mark.parametrize("path", ["/v1/transactions/a%00b", "/dashboard/transactions/a%00b"])

@@ -170,6 +170,7 @@ def test_other_content_types_are_415(app, client, content_type):
         ('{"amount": 1, "amount": 1000}', "appears more than once"),
         ("[" * 30_000 + "]" * 30_000, "nests too deeply"),
         ('{"amount": ' + "9" * 5000 + "}", "a number with too many digits"),  # not Python's
+        ('{"x": 1e1000000000000000000}', "a number too large to read"),  # past Decimal's exponent
     ],
 )
 def test_a_body_that_is_not_a_json_object_is_400(app, client, raw, detail_part):

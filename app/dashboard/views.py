@@ -127,7 +127,7 @@ def data() -> Response:
     return _json(body)
 
 
-@blp.get("/transactions/<path:transaction_id>")
+@blp.get("/transactions/<transaction_id:transaction_id>")
 def find(transaction_id: str) -> Response:
     """One transaction's whole record: what was received and what became of it."""
     g.transaction_id = transaction_id

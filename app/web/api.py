@@ -1,4 +1,5 @@
-"""flask-smorest, reading bodies with our exact JSON and answering errors in our shape."""
+"""flask-smorest, reading bodies with our exact JSON and answering errors in our shape;
+the URL converter for transaction ids."""
 
 import http
 from typing import Any
@@ -6,6 +7,7 @@ from typing import Any
 import flask
 import flask_smorest
 from webargs.flaskparser import FlaskParser, abort, is_json_request
+from werkzeug.routing import PathConverter
 
 from app.exact_json import InvalidJSON, loads_exact
 from app.web.errors import ProblemSchema, http_error
@@ -68,3 +70,12 @@ class Api(flask_smorest.Api):
             },
             lazy=True,
         )
+
+
+class TransactionIdConverter(PathConverter):
+    """`<transaction_id:...>`: an id in a URL, percent-encoded. Any printable characters,
+    slashes included, a leading one too ("/lead" as %2Flead), which Werkzeug's path
+    converter refuses; with slashes left unmerged (create_app) "a//b" is itself."""
+
+    regex = ".+?"
+    part_isolating = False  # it spans slashes (Werkzeug guesses from "/" in the regex)

@@ -33,7 +33,7 @@ def _finish(response: Response) -> Response:
     seconds = time.perf_counter() - g.get("started", time.perf_counter())
     response.headers["X-Request-ID"] = request_id
     transaction_id = g.get("transaction_id")
-    if request.endpoint == WEBHOOK_ENDPOINT:
+    if request.endpoint == WEBHOOK_ENDPOINT and request.method == "POST":  # not OPTIONS
         metrics.record_webhook(response.status_code, seconds, g.get("webhook_outcome"))
     log.info(
         "%s %s %s %.1fms request_id=%s%s",

@@ -39,7 +39,7 @@ def list_transactions(query: dict):
 
 
 # `path` so that ids containing "/" (sent URL-encoded) are found too.
-@blp.get("/<path:transaction_id>")
+@blp.get("/<transaction_id:transaction_id>")
 @requires(Role.READ)
 @blp.response(200, TransactionSchema)
 @blp.doc(
@@ -55,7 +55,7 @@ def get_transaction(transaction_id: str):
     return transaction
 
 
-@blp.post("/<path:transaction_id>/retry")
+@blp.post("/<transaction_id:transaction_id>/retry")
 @requires(Role.ADMIN)
 @blp.doc(
     responses={"202": {"description": "Moved back to PROCESSING, due now."}}
