@@ -115,17 +115,21 @@ def test_upgrading_a_database_that_holds_transactions_in_every_state(database_ur
 
 
 @pytest.mark.parametrize(
-    ("start", "failing_build"),
+    ("start", "failing_build", "built_before"),
     [
-        ("0001", "ix_transactions_newest_processing"),  # 0002's second index
-        ("0002", "ix_transactions_processed_at"),  # 0003's second, its columns committed
-        ("0003", "ix_transactions_failed_at_new"),  # 0004's second swap
+        # 0002's second index fails; its first stays.
+        ("0001", "ix_transactions_newest_processing", "ix_transactions_newest"),
+        # 0003's second, its columns committed.
+        ("0002", "ix_transactions_processed_at", "ix_transactions_newest_failed"),
+        # 0004's second swap; its first is done.
+        ("0003", "ix_transactions_failed_at_new", "ix_transactions_processed_at"),
     ],
 )
 def test_an_upgrade_whose_index_build_failed_completes_when_run_again(
-    postgres_url, start, failing_build
+    postgres_url, start, failing_build, built_before
 ):
-    """A CONCURRENTLY build that fails leaves an INVALID index; the next run deals with it.
+    """A CONCURRENTLY build that fails leaves an INVALID index; the next run deals with it,
+    and does not build again what the failed run had finished (on a large table, hours).
 
     The build fails as it does in production: it waits for a transaction that writes to
     the table, and a statement_timeout cancels it.
@@ -148,15 +152,35 @@ def test_an_upgrade_whose_index_build_failed_completes_when_run_again(
             writing.rollback()
             db.engine.dispose()
             assert _invalid_indexes(db.engine) == [failing_build]  # as a real failure leaves it
+            kept = _index_oid(db.engine, built_before)
 
             flask_migrate.upgrade(directory=MIGRATIONS)
 
             assert _invalid_indexes(db.engine) == []
+            assert _index_oid(db.engine, built_before) == kept
             with db.engine.connect() as connection:
                 assert MigrationContext.configure(connection).get_current_revision() == HEAD
                 assert compare_metadata(MigrationContext.configure(connection), db.metadata) == []
             db.engine.dispose()
         writer.dispose()
+
+
+def _index_oid(engine, name: str) -> int:
+    with engine.connect() as connection:
+        return connection.scalar(text("SELECT to_regclass(:name)::oid"), {"name": name})
+
+
+def test_the_migrations_write_their_sql_offline_for_postgresql(postgres_url, capsys):
+    """`flask db upgrade --sql`: no database to ask whether an index exists."""
+    app = make_app(postgres_url)
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, sql=True)
+        db.engine.dispose()
+    written = capsys.readouterr().out
+    assert "CREATE INDEX CONCURRENTLY ix_transactions_newest_failed" in written
+    assert (
+        "ALTER INDEX ix_transactions_failed_at_new RENAME TO ix_transactions_failed_at" in written
+    )
 
 
 def _invalid_indexes(engine) -> list[str]:

@@ -6,12 +6,46 @@ it fails (cancelled by the operator, a timeout, the connection lost) it leaves a
 index under its name: never read, yet written by every INSERT, and in the way of the next
 run ("relation ... already exists"). Every index the migrations build on PostgreSQL goes
 through `build_index`, so that running `flask db upgrade` again is the whole recovery.
+
+Offline (`flask db upgrade --sql`) there is no database to ask: the statements are those
+for a database that has none of these indexes yet.
 """
 
 from collections.abc import Sequence
+from enum import Enum
 
 from alembic import op
 from sqlalchemy import TextClause, text
+
+
+class IndexState(Enum):
+    MISSING = "missing"
+    INVALID = "invalid"  # what a failed CONCURRENTLY build leaves
+    FULL = "full"  # valid, every row
+    PARTIAL = "partial"  # valid, with a WHERE
+
+
+def index_state(name: str) -> IndexState:
+    """What PostgreSQL holds under this index name."""
+    if op.get_context().as_sql:
+        return IndexState.MISSING
+    row = (
+        op.get_bind()
+        .execute(
+            text(
+                "SELECT indisvalid, indpred IS NOT NULL FROM pg_index"
+                " WHERE indexrelid = to_regclass(:name)"
+            ),
+            {"name": name},
+        )
+        .first()
+    )
+    if row is None:
+        return IndexState.MISSING
+    valid, partial = row
+    if not valid:
+        return IndexState.INVALID
+    return IndexState.PARTIAL if partial else IndexState.FULL
 
 
 def build_index(
@@ -23,17 +57,13 @@ def build_index(
     an invalid one is what a failed build left, and is dropped and built again. (The name
     is the whole test: give an index of another definition another name.)
     """
-    bind = op.get_bind()
-    if bind.dialect.name != "postgresql":  # SQLite: no concurrent builds, no invalid indexes
+    if op.get_bind().dialect.name != "postgresql":  # SQLite: no concurrent builds
         op.create_index(name, table, columns, sqlite_where=where, if_not_exists=True)
         return
-    valid = bind.execute(
-        text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
-        {"name": name},
-    ).scalar()
-    if valid:
+    state = index_state(name)
+    if state in (IndexState.FULL, IndexState.PARTIAL):
         return
-    if valid is False:
+    if state is IndexState.INVALID:
         drop_index(name, table)
     op.create_index(name, table, columns, postgresql_where=where, postgresql_concurrently=True)
 

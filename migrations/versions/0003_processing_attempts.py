@@ -44,8 +44,11 @@ def _replace_status_check(direction: str) -> None:
 
 def upgrade():
     # A run that failed while building the indexes (below) has committed these changes;
-    # run again, it goes straight to the indexes.
-    columns = {column["name"] for column in sa.inspect(op.get_bind()).get_columns("transactions")}
+    # run again, it goes straight to the indexes. (Offline, with --sql, there is nothing
+    # to inspect, and all of it is written out.)
+    columns = set()
+    if not op.get_context().as_sql:
+        columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("transactions")}
     if "attempts" not in columns:
         with op.batch_alter_table("transactions") as batch:
             batch.alter_column("process_after", new_column_name="next_attempt_at", nullable=True)

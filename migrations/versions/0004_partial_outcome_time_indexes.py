@@ -14,7 +14,7 @@ still picks them with the predicate.
 import sqlalchemy as sa
 from alembic import op
 
-from app.store.index_builds import build_index, drop_index
+from app.store.index_builds import IndexState, build_index, drop_index, index_state
 
 revision = "0004"
 down_revision = "0003"
@@ -33,7 +33,10 @@ def _rebuild(column: str, partial: bool) -> None:
         return
     # The new index beside the old one, then the swap, both CONCURRENTLY: webhooks keep
     # being written while a large table is indexed. Each step is one a second run can
-    # repeat, should the first fail between them.
+    # repeat, should the first fail between them; a swap it finished is not done again.
+    wanted = IndexState.PARTIAL if partial else IndexState.FULL
+    if index_state(name) is wanted and index_state(f"{name}_new") is IndexState.MISSING:
+        return
     build_index(f"{name}_new", "transactions", [column], where=where)
     drop_index(name, "transactions")
     op.execute(f"ALTER INDEX {name}_new RENAME TO {name}")
