@@ -66,10 +66,12 @@ PROCESSOR_IN_FLIGHT = Gauge(
     "Processor calls under way now, over every worker process.",
     multiprocess_mode="livesum",
 )
-OUTCOMES_DISCARDED = Counter(
-    "processing_outcomes_discarded",
-    "Answers that came after their attempt had lost its claim to a later one: logged and "
-    "counted with the rest (before the commit), then not recorded.",
+OUTCOMES_NOT_RECORDED = Counter(
+    "processing_outcomes_not_recorded",
+    "Outcomes told (logged, and counted in the figures above) before their commit, then not "
+    "recorded, by the status they would have set: a later attempt held the claim, or the "
+    "database was away or refused them (the transaction is then attempted again).",
+    ["status"],
 )
 RETRIES_SCHEDULED = Counter(
     "processing_retries_scheduled", "Attempts that ended in a retry later, with a backoff."

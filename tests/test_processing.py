@@ -82,8 +82,9 @@ def row(app, transaction_id: str) -> Transaction:
         return found
 
 
-def discarded_outcomes() -> float:
-    return REGISTRY.get_sample_value("processing_outcomes_discarded_total") or 0
+def not_recorded(status: str) -> float:
+    name = "processing_outcomes_not_recorded_total"
+    return REGISTRY.get_sample_value(name, {"status": status}) or 0
 
 
 def run_once(app, processor, policy=POLICY, limit=100, hold=60):
@@ -215,6 +216,7 @@ def test_outcomes_that_wait_out_the_pool_are_the_database_away_not_a_refused_val
         claims = claim_due(db.engine, 10, hold_seconds=60)
         engine = create_engine(db.engine.url, pool_size=1, max_overflow=0, pool_timeout=0.2)
     outcomes = OutcomeWriter(engine)
+    lost = not_recorded("PROCESSED")
     with engine.connect(), caplog.at_level(logging.WARNING, logger="app.processing.pipeline"):
         calls = [gevent.spawn(attempt, outcomes, Scripted(Done()), POLICY, c) for c in claims]
         gevent.joinall(calls, timeout=10)
@@ -223,6 +225,7 @@ def test_outcomes_that_wait_out_the_pool_are_the_database_away_not_a_refused_val
     away = [r for r in caplog.records if "database unavailable" in r.getMessage()]
     assert len(away) == 3
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not_recorded("PROCESSED") == lost + 3  # told as processed, so counted as not so
 
 
 def test_the_simulated_processor_is_the_default_and_answers_done(app):
@@ -295,9 +298,9 @@ def test_a_late_answer_of_an_earlier_attempt_cannot_overwrite_a_later_outcome(ap
         outcomes = OutcomeWriter(db.engine)
         assert attempt(outcomes, retry, POLICY, second) is TransactionStatus.PROCESSING
         # The first attempt's answer arrives after all: it changes nothing, and says so.
-        discarded = discarded_outcomes()
+        discarded = not_recorded("PROCESSED")
         assert attempt(outcomes, Scripted(Done("late")), POLICY, first) is None
-        assert discarded_outcomes() == discarded + 1
+        assert not_recorded("PROCESSED") == discarded + 1
         late = RowChange(TransactionStatus.PROCESSED, None, processor_reference="late")
         assert not outcomes.record(first, late)
     after = row(app, transaction_id)

@@ -199,21 +199,22 @@ def attempt(
             claim.attempt,
             str(exc).splitlines()[0],
         )
-        return None
+        recorded = None
     except Exception:  # a value the database refused; the rest of its batch is written
         log.exception(
             "transaction %s attempt %d: outcome not recorded; it is retried when its claim expires",
             claim.transaction_id,
             claim.attempt,
         )
-        return None
-    if not recorded:
-        metrics.OUTCOMES_DISCARDED.inc()  # counted above as if it were recorded
+        recorded = None
+    if recorded is False:
         log.warning(
-            "transaction %s attempt %d: outcome discarded, a later attempt owns the transaction",
+            "transaction %s attempt %d: outcome discarded, a later attempt holds the transaction",
             claim.transaction_id,
             claim.attempt,
         )
+    if not recorded:
+        metrics.OUTCOMES_NOT_RECORDED.labels(change.status.value).inc()  # told above all the same
         return None
     return change.status
 
