@@ -136,6 +136,9 @@ PROCESS_DUE_EVERY_SECONDS = 1.0
 WORKER_GREEN_THREADS = 100
 
 
+BROKER_SOCKET_SECONDS = 5
+
+
 def broker_transport_options(broker: str, task_time_limit: float) -> dict[str, Any]:
     if broker.startswith("sqla+"):
         # kombu hands these to SQLAlchemy's create_engine: like the data file,
@@ -146,6 +149,12 @@ def broker_transport_options(broker: str, task_time_limit: float) -> dict[str, A
         # message here waits for a countdown, so it need only exceed the time
         # limit; a message is never redelivered while its task still runs.
         "visibility_timeout": max(300, 2 * task_time_limit),
+        # A broker that goes silent without closing the connection (a managed Redis
+        # failing over, a NAT timing out) would hold a publish for ever (kombu's
+        # docs); past this, the command fails and is retried on a new connection.
+        # Well above the consumer's 1 s BRPOP.
+        "socket_timeout": BROKER_SOCKET_SECONDS,
+        "socket_connect_timeout": BROKER_SOCKET_SECONDS,
     }
 
 

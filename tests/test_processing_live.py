@@ -249,6 +249,9 @@ def test_a_broker_that_stops_answering_does_not_hold_up_the_calls_of_a_full_batc
         ids = accept(service, 150)
         done = wait_for_status(database, ids, "PROCESSED", timeout=15)
         assert {row.attempts for row in done.values()} == {1}
+        # The publish gives up in the end (socket timeouts, Celery's retries), and says so.
+        unavailable = "broker unavailable, the next tick takes the backlog"
+        wait_until(lambda: unavailable in service["worker"].log(), timeout=60)
     finally:
         proxy.release_held()  # so that the service stops as it should
 
