@@ -189,6 +189,14 @@ def test_a_body_that_is_not_utf8_is_400_naming_it_signed_or_not(signed_app, sign
     assert stored(signed_app) == 0
 
 
+def test_an_unsigned_body_that_is_not_utf8_is_401_asking_for_a_signature(signed_app):
+    response = signed_app.test_client().post(
+        URL, data=b'{"transaction_id": "\xff"}', content_type="application/json"
+    )
+    assert response.status_code == 401
+    assert "webhook-signature" in response.get_json()["detail"]
+
+
 def test_options_needs_no_signature(signed_app):
     response = signed_app.test_client().options(URL)
     assert response.status_code == 200

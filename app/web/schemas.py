@@ -48,6 +48,10 @@ def to_iso8601(moment: datetime, timespec: str = "microseconds") -> str:
 # Control characters (Unicode category Cc) and unpaired surrogates (Cs): PostgreSQL
 # cannot store NUL or a lone surrogate, and no account id needs the others.
 UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): with
+# them one account id reads as another on the operator's page ("Trojan Source"). The
+# joiners that Persian and Indic names need (U+200C, U+200D) are not among them.
+BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 
 
 class Text(fields.String):
@@ -59,6 +63,8 @@ class Text(fields.String):
             raise ValidationError("Must not be empty or blank.")
         if UNSTORABLE.search(text):
             raise ValidationError("Must not contain control characters or unpaired surrogates.")
+        if BIDI_CONTROLS.search(text):
+            raise ValidationError("Must not contain bidirectional overrides or isolates.")
         return text
 
 

@@ -7,7 +7,7 @@ from app.web.api import Blueprint, problem_responses
 from app.web.bodies import BODY_READ_SECONDS
 from app.web.errors import problem
 from app.web.schemas import AcknowledgementSchema, WebhookTransactionSchema
-from app.web.signatures import InvalidSignature
+from app.web.signatures import InvalidSignature, signature_headers
 
 blp = Blueprint(
     "webhooks", __name__, url_prefix="/v1/webhooks", description="Webhooks from payment providers."
@@ -30,11 +30,13 @@ def require_signature():
         return None
     body = request.get_data(cache=True)  # 413 past the limit
     try:
-        # Standard Webhooks signs text: a body that is not UTF-8 cannot be checked, so
-        # its fault is named (it would never parse either), not taken for a bad signature.
         body.decode("utf-8")
     except UnicodeDecodeError:
-        abort(400, message="The body is not valid UTF-8.")
+        # Standard Webhooks signs text: a signed body that is not UTF-8 cannot be checked,
+        # so its fault is named (it would never parse either), not taken for a bad
+        # signature. Without signature headers it is a 401 like any other.
+        if signature_headers(request.headers) is not None:
+            abort(400, message="The body is not valid UTF-8.")
     try:
         verifier.verify(body, request.headers)
     except InvalidSignature as exc:
