@@ -50,6 +50,10 @@ class InvalidSignature(Exception):
     """The request is not signed by any of our secrets; the message says why."""
 
 
+class UnverifiableBody(Exception):
+    """The body cannot be checked against a signature (it is not UTF-8); a 400, not a 401."""
+
+
 def parse_secrets(raw: str | None) -> list[str]:
     """WEBHOOK_SECRET: one secret, or several separated by commas during a rotation."""
     secrets = [secret.strip() for secret in (raw or "").split(",") if secret.strip()]
@@ -91,9 +95,13 @@ class SignatureVerifier:
                 return
             except WebhookVerificationError as exc:
                 reason = _explain(str(exc))
+            except UnicodeDecodeError:
+                # The scheme signs text: a body that is not UTF-8 cannot be checked, and is
+                # named for what it is, not taken for a bad signature (it could not parse).
+                raise UnverifiableBody("The body is not valid UTF-8.") from None
             except (ValueError, TypeError, OverflowError, binascii.Error):
-                # The library raises these on a body that is not UTF-8 (and would on
-                # "garbage" or "v1,a,b", which parseable_signatures drops first).
+                # The library would raise these on "garbage" or "v1,a,b", which
+                # parseable_signatures drops first.
                 reason = "The signature headers are malformed."
         raise InvalidSignature(reason)
 

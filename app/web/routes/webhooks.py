@@ -7,7 +7,7 @@ from app.web.api import Blueprint, problem_responses
 from app.web.bodies import BODY_READ_SECONDS
 from app.web.errors import problem
 from app.web.schemas import AcknowledgementSchema, WebhookTransactionSchema
-from app.web.signatures import InvalidSignature, signature_headers
+from app.web.signatures import InvalidSignature, UnverifiableBody
 
 blp = Blueprint(
     "webhooks", __name__, url_prefix="/v1/webhooks", description="Webhooks from payment providers."
@@ -28,17 +28,10 @@ def require_signature():
     verifier = current_app.extensions["signature_verifier"]
     if verifier is None or request.method == "OPTIONS":  # OPTIONS reads no body, stores nothing
         return None
-    body = request.get_data(cache=True)  # 413 past the limit
     try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        # Standard Webhooks signs text: a signed body that is not UTF-8 cannot be checked,
-        # so its fault is named (it would never parse either), not taken for a bad
-        # signature. Without signature headers it is a 401 like any other.
-        if signature_headers(request.headers) is not None:
-            abort(400, message="The body is not valid UTF-8.")
-    try:
-        verifier.verify(body, request.headers)
+        verifier.verify(request.get_data(cache=True), request.headers)  # 413 past the limit
+    except UnverifiableBody as exc:
+        abort(400, message=str(exc))
     except InvalidSignature as exc:
         return problem(
             401,
