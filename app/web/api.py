@@ -73,9 +73,11 @@ class Api(flask_smorest.Api):
 
 
 class TransactionIdConverter(PathConverter):
-    """`<transaction_id:...>`: an id in a URL, percent-encoded. Any printable characters,
+    """`<transaction_id:...>`: an id in a URL, percent-encoded. Any characters but NUL,
     slashes included, a leading one too ("/lead" as %2Flead), which Werkzeug's path
-    converter refuses; with slashes left unmerged (create_app) "a//b" is itself."""
+    converter refuses; with slashes left unmerged (create_app) "a//b" is itself. No
+    stored id holds a NUL (PostgreSQL refuses it in a string): such a URL is a 404
+    before any query."""
 
-    regex = ".+?"
+    regex = "[^\x00]+?"
     part_isolating = False  # it spans slashes (Werkzeug guesses from "/" in the regex)
