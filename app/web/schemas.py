@@ -121,11 +121,11 @@ class Timestamp(fields.Field):
         return None if value is None else to_iso8601(value)
 
 
-def _text(description: str, example: str) -> Text:
-    return Text(
+def _text(description: str, example: str, field: type[Text] = Text, **metadata: str) -> Text:
+    return field(
         required=True,
         validate=validate.Length(max=255),
-        metadata={"description": description, "example": example, "minLength": 1},
+        metadata={"description": description, "example": example, "minLength": 1, **metadata},
     )
 
 
@@ -136,16 +136,12 @@ class WebhookTransactionSchema(Schema):
         # Senders add fields over time; a field we do not know is not an error.
         unknown = EXCLUDE
 
-    transaction_id = TransactionId(
-        required=True,
-        validate=validate.Length(max=255),
-        metadata={
-            "description": "The sender's unique id for this transaction: printable ASCII, "
-            "without leading or trailing spaces (it is the processor's Idempotency-Key).",
-            "example": "txn_8f3a2b",
-            "minLength": 1,
-            "pattern": "^[!-~]([ -~]*[!-~])?$",
-        },
+    transaction_id = _text(
+        "The sender's unique id for this transaction: printable ASCII, without leading or "
+        "trailing spaces (it is the processor's Idempotency-Key).",
+        "txn_8f3a2b",
+        field=TransactionId,
+        pattern=f"^{TRANSACTION_ID.pattern}$",
     )
     source_account = _text("Account the money leaves.", "acc_source_001")
     destination_account = _text("Account the money reaches.", "acc_dest_002")
