@@ -1,16 +1,20 @@
 """Acknowledgement of this checkout against earlier commits, interleaved, with CPU by process.
 
     .venv/bin/python -m bench.compare a5fc8fd [671a019 ...] [--runs 5] [--duration 10]
+    .venv/bin/python -m bench.compare a5fc8fd --rates 300 600 900
 
 How README, Performance compares this release with the code from before processing was
 real. Each commit is checked out into a temporary git worktree and started by its own
 scripts/processes.py (its Procfile, its migrations, on a throwaway database and a
 redis-server of its own), with this checkout's virtualenv; this checkout runs beside them.
 Every service's worker processes what the load sends (the simulated processor at 1 s).
-In each run, for 10 and for 50 connections, wrk loads each service in turn; ratios to
-the first commit named are taken within each run, and the medians are printed. CPU per
-webhook comes from /proc: Gunicorn's tree, the Celery worker's tree and, when PostgreSQL
-runs on this machine, the postmaster's tree (every backend, the WAL writer, autovacuum).
+In each run, each load is put on each service in turn: wrk at 10 and at 50 connections
+(a closed loop, so at saturation), or, with --rates, bench/open_loop.py at those
+webhooks/s (senders that do not wait for each other, at a rate the service keeps up
+with). Ratios to the first commit named are taken within each run, and the medians are
+printed. CPU per webhook comes from /proc: Gunicorn's tree, the Celery worker's tree
+and, when PostgreSQL runs on this machine, the postmaster's tree (every backend, the WAL
+writer, autovacuum).
 
 Not a test: it asserts nothing. A commit whose dependencies this virtualenv lacks will
 not start; its service's log says why.
@@ -18,6 +22,7 @@ not start; its service's log says why.
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -61,9 +67,19 @@ def main() -> int:
     parser.add_argument("commits", nargs="+", help="commits to compare with this checkout")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per measurement")
+    parser.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        help="webhooks/s to send open-loop (bench/open_loop.py) instead of wrk's loads",
+    )
     args = parser.parse_args()
     ensure_wrk()
-    results: dict[tuple[str, int], list[dict]] = {}
+    if args.rates:
+        loads = {f"{rate:g}/s": functools.partial(open_loop, rate=rate) for rate in args.rates}
+    else:
+        loads = {f"@{n}": functools.partial(closed_loop, connections=n) for n in CONNECTIONS}
+    results: dict[tuple[str, str], list[dict]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench-compare-") as scratch,
         contextlib.ExitStack() as stack,
@@ -85,12 +101,12 @@ def main() -> int:
         for service in services.values():  # warm up: imports, pools, caches
             wrk(service["url"], "bench/webhook.lua", 10, 2)
         for run in range(args.runs):
-            for connections in CONNECTIONS:
+            for label, load in loads.items():
                 for name, service in services.items():
-                    figures = measure(service, postmaster, connections, args.duration)
-                    results.setdefault((name, connections), []).append(figures)
-                    print(f"run {run + 1} {name} @{connections}: {line(figures)}", flush=True)
-    print_medians(results, list(services))
+                    figures = measure(service, postmaster, load, args.duration)
+                    results.setdefault((name, label), []).append(figures)
+                    print(f"run {run + 1} {name} {label}: {line(figures)}", flush=True)
+    print_medians(results, list(services), list(loads))
     return 0
 
 
@@ -129,13 +145,30 @@ def postmaster_pid() -> int | None:
         engine.dispose()
 
 
-def measure(service: dict, postmaster: int | None, connections: int, duration: int) -> dict:
+def closed_loop(url: str, duration: int, connections: int) -> dict:
+    return wrk(url, "bench/webhook.lua", connections, duration)
+
+
+def open_loop(url: str, duration: int, rate: float) -> dict:
+    command = [
+        BIN / "python",
+        "-m",
+        "bench.open_loop",
+        url,
+        f"--rate={rate}",
+        f"--duration={duration}",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def measure(service: dict, postmaster: int | None, load: Callable, duration: int) -> dict:
     time.sleep(2)  # let the worker finish the previous load's rows
     trees = {"web": service["web"], "worker": service["worker"]}
     if postmaster:
         trees["postgres"] = postmaster
     before = {name: cpu_seconds(pid) for name, pid in trees.items()}
-    figures = wrk(service["url"], "bench/webhook.lua", connections, duration)
+    figures = load(service["url"], duration)
     for name, pid in trees.items():
         figures[f"{name}_cpu_ms"] = (cpu_seconds(pid) - before[name]) * 1000 / figures["requests"]
     return figures
@@ -154,20 +187,20 @@ def line(figures: dict) -> str:
     )
 
 
-def print_medians(results: dict, names: list[str]) -> None:
+def print_medians(results: dict, names: list[str], loads: list[str]) -> None:
     print("\nMedians; ratios to", names[0], "taken within each run")
-    for connections in CONNECTIONS:
-        base = results[(names[0], connections)]
+    for label in loads:
+        base = results[(names[0], label)]
         for name in names:
-            runs = results[(name, connections)]
+            runs = results[(name, label)]
             median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-            print(f"{name} @{connections}: {line(median)}")
+            print(f"{name} {label}: {line(median)}")
             if name == names[0]:
                 continue
-            for key, label in (("rps", "webhooks/s"), ("p99_ms", "p99")):
+            for key, figure in (("rps", "webhooks/s"), ("p99_ms", "p99")):
                 ratios = [run[key] / first[key] for run, first in zip(runs, base, strict=True)]
                 each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
-                print(f"  {label} ÷ {names[0]}: {statistics.median(ratios):.2f} ({each})")
+                print(f"  {figure} ÷ {names[0]}: {statistics.median(ratios):.2f} ({each})")
 
 
 if __name__ == "__main__":
