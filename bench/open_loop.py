@@ -34,15 +34,18 @@ async def send(host: str, port: int, body: bytes, due: float, timeout: float) ->
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode() + body
+    writer = None
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(request)
             answer = await reader.read()  # to the close: the whole answer
-            writer.close()
         status = int(answer.split(b" ", 2)[1])
     except (OSError, TimeoutError, ValueError, IndexError):
         status = 0
+    finally:
+        if writer is not None:  # also after a timeout: no socket left open for the run
+            writer.close()
     return time.perf_counter() - due, status
 
 
