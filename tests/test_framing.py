@@ -4,6 +4,7 @@ The service requires signatures here, as in production: a body cut short or cut 
 the limit must be refused for what it is (400, 413), not as a bad signature.
 """
 
+import gzip
 import json
 from http import HTTPStatus
 
@@ -135,14 +136,45 @@ def test_a_malformed_chunked_body_is_400_and_nothing_is_stored(
     assert service["web"].log().count("Traceback") == tracebacks
 
 
+@pytest.mark.parametrize(
+    "header, codings",
+    [
+        ("Transfer-Encoding", "gzip, chunked"),  # Gunicorn passes it on, still compressed
+        ("Transfer-Encoding", "deflate,chunked"),
+        ("Content-Encoding", "gzip"),
+        ("Content-Encoding", "identity, br"),
+    ],
+)
+def test_a_compressed_body_is_415_naming_the_coding_and_nothing_is_stored(
+    service, database, header, codings
+):
+    """Not "not valid UTF-8" or "not JSON" about bytes that were never meant as JSON."""
+    body = webhook()
+    text = as_json(body)
+    data = gzip.compress(text.encode())
+    headers = signed_headers(text)  # signed as the sender would: the JSON itself
+    if header == "Transfer-Encoding":
+        raw = head(headers, **{header: codings}) + chunked(data)
+    else:
+        raw = head(headers, **{header: codings, "Content-Length": str(len(data))}) + data
+    reply = raw_exchange(service.port, raw)
+    problem = assert_problem(reply, 415)
+    assert header in problem["detail"] and codings in problem["detail"]
+    assert parse_response(reply)[1]["accept-encoding"] == "identity"
+    assert stored(database, body["transaction_id"]) == 0
+
+
 def test_a_body_as_sent_normally_is_accepted_by_every_framing(service, database):
-    """The guards refuse only broken framings: the same webhook, three ways, all 202."""
-    for framing in ("length", "chunked", "svix"):
+    """The guards refuse only broken framings: the same webhook, four ways, all 202."""
+    for framing in ("length", "chunked", "svix", "identity"):
         body = webhook()
         text = as_json(body)
         headers = signed_headers(text)
         if framing == "chunked":
             raw = head(headers, **{"Transfer-Encoding": "chunked"}) + chunked(text.encode(), 7)
+        elif framing == "identity":  # the coding that codes nothing
+            headers |= {"Content-Encoding": "identity", "Content-Length": str(len(text))}
+            raw = head(headers) + text.encode()
         else:
             headers = as_svix(headers) if framing == "svix" else headers
             raw = head(headers, **{"Content-Length": str(len(text))}) + text.encode()

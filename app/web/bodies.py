@@ -5,12 +5,19 @@ and hands on a body shorter than its Content-Length when the client half-closes.
 Here both are refused: a chunked body over the limit is a 413, a short one a 400 (as
 is one whose chunks are malformed), and a body that trickles in for longer than
 BODY_READ_SECONDS a 408, so that a slow sender cannot hold a connection (a green
-thread) for ever.
+thread) for ever. A compressed body (Content-Encoding, or a Transfer-Encoding such as
+`gzip, chunked`, which Gunicorn passes on undecoded) is a 415 that names the coding,
+instead of a parse error about bytes that were never meant as JSON.
 """
 
 import flask
 from gunicorn.http.errors import NoMoreData, ParseException
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
+from werkzeug.exceptions import (
+    BadRequest,
+    RequestEntityTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from werkzeug.wsgi import get_content_length
 
 # A webhook is at most 64 KiB; a sender that cannot send it in this long is not a
@@ -31,6 +38,24 @@ class SlowBody(RequestTimeout):
     problem_detail = f"The body did not arrive within {BODY_READ_SECONDS} s; nothing was read."
 
 
+class EncodedBody(UnsupportedMediaType):
+    """A body in a coding we do not decode. A webhook is small: nothing gains from
+    compressing it, and a decompressor is one more thing a hostile body can aim at."""
+
+    def __init__(self, header: str, codings: str):
+        super().__init__()
+        self.data = {
+            "message": f"{header}: {codings} is not supported; send the JSON as it is "
+            "(chunked framing is fine).",
+            "headers": {"Accept-Encoding": "identity"},  # RFC 7694
+        }
+
+
+# Codings that leave the body as it is: no coding at all, and chunked framing, which
+# the server removes before the body reaches us.
+AS_IS = {"", "identity", "chunked"}
+
+
 class Request(flask.Request):
     """Flask's request, with `get_data()` reading the body through `read_body`."""
 
@@ -41,7 +66,11 @@ class Request(flask.Request):
 
 
 def read_body(environ: dict, limit: int | None) -> bytes:
-    """All of the body, or an HTTPException (413, 400, 408) if its framing is not kept."""
+    """All of the body, or an HTTPException (413, 415, 400, 408) if its framing is not kept."""
+    for header in ("Content-Encoding", "Transfer-Encoding"):
+        codings = environ.get("HTTP_" + header.upper().replace("-", "_"), "")
+        if any(coding.strip(" \t").lower() not in AS_IS for coding in codings.split(",")):
+            raise EncodedBody(header, codings)
     length = get_content_length(environ)
     if length is not None and limit is not None and length > limit:
         raise RequestEntityTooLarge()

@@ -89,7 +89,8 @@ SIGNATURE_HEADERS_DOC = [
             401: "WEBHOOK_SECRET is set and the signature is missing or wrong.",
             408: f"The body took more than {BODY_READ_SECONDS} s to arrive.",
             413: "Body over 64 KiB, however it is framed (Content-Length or chunked).",
-            415: "Content-Type is not JSON.",
+            415: "Content-Type is not JSON, or the body is compressed (Content-Encoding, or a "
+            "Transfer-Encoding other than chunked).",
             503: "The database is unavailable; retry after Retry-After.",
         }
     ),
