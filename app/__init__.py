@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 
 from app.cli import retry_failed, send_webhook
 from app.config import VAR_DIR, load_config
@@ -65,10 +65,20 @@ OPENAPI_SETTINGS = {
 }
 
 
+class Service(Flask):
+    request_class = Request  # bodies read whole, their framing checked (app/web/bodies.py)
+
+    def make_default_options_response(self) -> Response:
+        """OPTIONS: 204 with Allow, instead of Flask's empty 200 labelled text/html."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
+
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     cooperative_database_driver()
-    app = Flask(__name__, static_folder=None)
-    app.request_class = Request  # bodies read whole, their framing checked (app/web/bodies.py)
+    app = Service(__name__, static_folder=None)
     # A transaction id is opaque: "/lead" (%2Flead) or "a//b" is the id, not a path that
     # Werkzeug would merge and redirect to another transaction's URL (its default).
     app.url_map.merge_slashes = False

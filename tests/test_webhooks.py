@@ -236,3 +236,11 @@ def test_wrong_method_is_405_json(client):
     response = client.get(URL)
     assert_problem(response, 405)
     assert "POST" in response.headers["Allow"]
+
+
+def test_options_is_204_with_allow_and_stores_nothing(app, client):
+    response = client.options(URL)
+    assert response.status_code == 204
+    assert set(response.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+    assert "Content-Type" not in response.headers and response.data == b""
+    assert stored_count(app) == 0
