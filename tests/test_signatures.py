@@ -199,7 +199,7 @@ def test_an_unsigned_body_that_is_not_utf8_is_401_asking_for_a_signature(signed_
 
 def test_options_needs_no_signature(signed_app):
     response = signed_app.test_client().options(URL)
-    assert response.status_code == 200
+    assert response.status_code == 204
     assert "POST" in response.headers["Allow"]
 
 
