@@ -1,5 +1,6 @@
 """GET /v1/transactions: newest first, filtered by status, keyset pagination."""
 
+import base64
 from datetime import UTC, datetime
 
 import pytest
@@ -22,6 +23,12 @@ def receive(client, count: int, prefix: str = "list") -> list[str]:
         assert response.status_code == 202
         ids.append(body["transaction_id"])
     return ids
+
+
+def cursor(created_at: str, transaction_id: str = "x") -> str:
+    """A cursor as the service writes one, around any text."""
+    raw = f"{created_at}\n{transaction_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def walk(client, **params) -> list[list[str]]:
@@ -124,6 +131,11 @@ def test_default_page_is_fifty(client):
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": "bm90IGEgY3Vyc29y"}, "cursor"),  # base64 of "not a cursor"
         ({"cursor": "MjAyNi0wMS0wMVQwMDowMDowMCswMDowMAp4AHk"}, "cursor"),  # id with NUL
+        # Times Python reads but no cursor of ours holds; PostgreSQL refuses the first two.
+        ({"cursor": cursor("2026-01-01T00:00:00.000000+16:00")}, "cursor"),
+        ({"cursor": cursor("2026-01-01T00:00:00.000000+05:30:15.5")}, "cursor"),
+        ({"cursor": cursor("2026-01-01T00:00:00.000000")}, "cursor"),  # no zone
+        ({"cursor": cursor("0001-01-01T00:00:00.000000+01:00")}, "cursor"),  # before year 1 in UTC
     ],
 )
 def test_bad_parameters_are_422_naming_them(client, params, field):

@@ -225,8 +225,14 @@ class PageCursor(fields.Field):
             created_at, transaction_id = raw.split("\n", 1)
             if UNSTORABLE.search(transaction_id):  # no stored id has one (Text, above)
                 raise ValueError(transaction_id)
-            return datetime.fromisoformat(created_at), transaction_id
-        except (TypeError, ValueError):
+            created = datetime.fromisoformat(created_at)
+            # Only the form _serialize writes (UTC, Z, microseconds). Python reads more
+            # than PostgreSQL takes: an offset of 16 hours or more, or with a fraction of a
+            # second, would reach the query and fail there as a 500.
+            if to_iso8601(created) != created_at:
+                raise ValueError(created_at)
+            return created, transaction_id
+        except (TypeError, ValueError, OverflowError):  # Overflow: year 1 moved to UTC
             raise ValidationError("Not a cursor this service gave out; use next_cursor.") from None
 
 
