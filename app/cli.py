@@ -72,9 +72,9 @@ def _utc(value: str | None) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # Overflow: 0001-01-01T00:00+01:00 is before year 1
         raise click.BadParameter("use ISO 8601, such as 2026-11-27T10:00:00Z") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @click.command("retry-failed")

@@ -473,3 +473,16 @@ def test_stale_statistics_do_not_turn_the_claim_inside_out(postgres_url):
         assert left is None  # every row claimed exactly once
         connection.execute(text("DELETE FROM transactions"))
         db.engine.dispose()
+
+
+@pytest.mark.parametrize("since", ["yesterday", "0001-01-01T00:00:00+01:00"])
+def test_retry_failed_with_a_since_it_cannot_read_says_so_and_changes_nothing(app, since):
+    [transaction_id] = receive(app)
+    with app.app_context():
+        [claim] = claim_due(db.engine, 10, hold_seconds=60)
+        refusal = Scripted(FailedForGood("the processor answered 422"))
+        assert attempt(OutcomeWriter(db.engine), refusal, POLICY, claim) is TransactionStatus.FAILED
+    result = app.test_cli_runner().invoke(args=["retry-failed", "--since", since])
+    assert result.exit_code == 2
+    assert "use ISO 8601" in result.output and "Traceback" not in result.output
+    assert row(app, transaction_id).status is TransactionStatus.FAILED
