@@ -40,7 +40,8 @@ def loads_exact(data: bytes | str) -> Any:
     except UnicodeDecodeError:
         raise InvalidJSON("The body is not valid UTF-8.") from None
     except simplejson.JSONDecodeError as exc:
-        raise InvalidJSON(f"The body is not valid JSON: {exc.msg} at position {exc.pos}.") from None
+        reason = f"{_reason(exc)} at position {exc.pos}"
+        raise InvalidJSON(f"The body is not valid JSON: {reason}.") from None
     except RecursionError:
         raise InvalidJSON("The body nests too deeply.") from None
     except InvalidJSON:
@@ -49,6 +50,15 @@ def loads_exact(data: bytes | str) -> Any:
         raise InvalidJSON("The body holds a number too large to read.") from None
     except ValueError:  # an integer past Python's limit on digits (4,300)
         raise InvalidJSON("The body holds a number with too many digits.") from None
+
+
+def _reason(exc: simplejson.JSONDecodeError) -> str:
+    # simplejson's `msg` is a template: "Invalid control character %r at" is left with its
+    # %r unfilled (the character at `pos`) and an "at" that ours would repeat.
+    reason = exc.msg.removesuffix(" at")
+    if "%r" in reason:
+        reason = reason.replace("%r", repr(exc.doc[exc.pos : exc.pos + 1]))
+    return reason
 
 
 def dumps_exact(obj: Any, **kwargs: Any) -> str:

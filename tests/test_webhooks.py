@@ -160,6 +160,10 @@ def test_other_content_types_are_415(app, client, content_type):
     [
         ('{"transaction_id": "t1", ', "not valid JSON"),
         ("", "not valid JSON"),
+        # simplejson's own templates, filled in: the character, and one "at"
+        ('{"transaction_id": "t\t1"}', "Invalid control character '\\t' at position 21."),
+        ('{"transaction_id": "t\\q"}', "Invalid \\X escape sequence 'q' at position 22."),
+        ('{"transaction_id": "t1', "Unterminated string starting at position 19."),
         ("[1, 2]", "must be a JSON object"),
         ('"a string"', "must be a JSON object"),
         ("null", "must be a JSON object"),
