@@ -41,6 +41,8 @@ def test_currency_is_upper_cased():
     [
         ("", "Must not be empty or blank."),
         ("   ", "Must not be empty or blank."),
+        ("\u200b\u2060\ufeff", "Must not be empty or blank."),  # zero-width, word joiner, BOM
+        (" \u00ad\u200d ", "Must not be empty or blank."),  # soft hyphen, zero-width joiner
         ("x" * 256, "Longer than maximum length 255."),
         (123, "Not a valid string."),
         (None, "Field may not be null."),

@@ -2,6 +2,7 @@
 
 import base64
 import re
+import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -55,11 +56,15 @@ BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 
 
 class Text(fields.String):
-    """A string a database can store and a person can read: no control characters."""
+    """A string a database can store and a person can read: no control characters.
+
+    Blank is nothing a person can see: whitespace and invisible format characters
+    (Unicode Cf: a zero-width space, a soft hyphen, a byte-order mark), which would show
+    an operator an empty account."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        if not text.strip():
+        if all(char.isspace() or unicodedata.category(char) == "Cf" for char in text):
             raise ValidationError("Must not be empty or blank.")
         if UNSTORABLE.search(text):
             raise ValidationError("Must not contain control characters or unpaired surrogates.")
