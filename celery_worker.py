@@ -8,6 +8,8 @@ from pathlib import Path
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path(__file__).parent / "var" / "prometheus"))
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
-from app import create_app  # noqa: E402
+from app import create_app, open_files  # noqa: E402
 
+# A processor call in flight holds a connection; its green threads are sized to this.
+open_files.raise_limit()
 celery_app = create_app().extensions["celery"]

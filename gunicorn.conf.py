@@ -17,6 +17,7 @@ Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 from gunicorn import glogging  # noqa: E402
 
+from app import open_files  # noqa: E402
 from app.config import load_config  # noqa: E402
 from app.logs import formatter  # noqa: E402
 
@@ -30,10 +31,15 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # The class is Gunicorn's gevent worker, writing its own error pages (400, 414, 431,
 # 500) as the API's problem+json (app/web/server.py).
 worker_class = "app.web.server.ProblemGeventWorker"
-# Connections (green threads) per worker. Each slow or idle socket holds one for at
-# most keepalive + BODY_READ_SECONDS (about 12 s), so exhausting them takes over a
-# thousand sockets per worker held open without pause, a flood, not a slow client.
-worker_connections = 1000
+# Connections (green threads) per worker. Past this, gevent stops accepting, and every
+# new connection, a health check's too, waits in the kernel's accept queue behind the
+# ones already there until a held socket's deadline (keepalive 2 s, BODY_READ_SECONDS
+# for a body) frees a place. At 1,000, 3,000 trickling sockets on two workers made
+# `GET /` wait 2 to 6 s with the CPU far from busy. A held socket costs a green thread
+# of about 23 KB and a file descriptor: no more than the open-files limit, raised
+# first, leaves room for (app/open_files.py).
+open_files.raise_limit()
+worker_connections = min(4000, open_files.connections_allowed())
 # Seconds to wait for the next request's line and headers on a connection, the first
 # request included: under gevent workers this is also the deadline for the headers.
 # An idle socket, or one trickling its headers, is closed after it.

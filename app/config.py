@@ -12,7 +12,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from app import embedded_broker
+from app import embedded_broker, open_files
 from app.web.signatures import parse_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -131,9 +131,16 @@ def claim_seconds(config: Mapping[str, Any]) -> float:
 # due time a transaction is first called when no backlog is fanning out already.
 PROCESS_DUE_EVERY_SECONDS = 1.0
 
-# Green threads in the worker's gevent pool: each runs one task, which calls the
-# processor for a batch of transactions at once (app/processing/pipeline.py).
+# Green threads in the worker's gevent pool: each runs one task, which claims up to
+# BATCH_SIZE due transactions and calls the processor for them at once
+# (app/processing/pipeline.py), so one worker process keeps up to 100 x 100 calls in
+# flight: fewer threads if its open-files limit does not leave room for them all.
 WORKER_GREEN_THREADS = 100
+BATCH_SIZE = 100
+
+
+def worker_green_threads() -> int:
+    return max(1, min(WORKER_GREEN_THREADS, open_files.connections_allowed() // BATCH_SIZE))
 
 
 BROKER_SOCKET_SECONDS = 5
@@ -206,7 +213,7 @@ def celery_settings(
         "task_reject_on_worker_lost": True,
         # The gevent pool (Procfile): green threads, so a processor call that takes
         # 30 s holds a greenlet, not a process. Scale out with more worker processes.
-        "worker_concurrency": WORKER_GREEN_THREADS,
+        "worker_concurrency": worker_green_threads(),
         # One message per green thread at a time: a message claims only when it
         # runs, so holding more buys nothing, and a dead worker strands fewer.
         "worker_prefetch_multiplier": 1,

@@ -1,5 +1,10 @@
 """Settings: the environment, .env, and the URLs Heroku and friends hand out."""
 
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from app.config import broker_url, database_url, load_config
@@ -71,3 +76,46 @@ def test_port_comes_from_the_environment_then_dotenv_then_8000(tmp_path):
     assert load_config({}, dotenv)["PORT"] == 8123
     assert load_config({"PORT": "9001"}, dotenv)["PORT"] == 9001
     assert load_config({}, tmp_path / "absent.env")["PORT"] == 8000
+
+
+CURRENT_HARD_LIMIT = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+READ_LIMIT = "resource.getrlimit(resource.RLIMIT_NOFILE)[0]"
+
+
+@pytest.mark.parametrize("hard", [1100, min(8000, CURRENT_HARD_LIMIT)])
+@pytest.mark.parametrize(
+    "process, holds, expected",
+    [
+        # Gunicorn's connections per worker
+        (
+            "import resource, runpy; settings = runpy.run_path('gunicorn.conf.py')",
+            "settings['worker_connections']",
+            lambda hard: min(4000, hard - 200),
+        ),
+        # the worker's green threads, each with up to 100 processor calls in flight
+        (
+            "import resource, celery_worker",
+            "celery_worker.celery_app.conf.worker_concurrency",
+            lambda hard: min(100, (hard - 200) // 100),
+        ),
+    ],
+    ids=["web", "worker"],
+)
+def test_web_and_worker_raise_their_open_files_limit_and_hold_no_more_than_it_allows(
+    tmp_path, hard, process, holds, expected
+):
+    """A held connection is a file descriptor; past the limit every accept or connect fails."""
+
+    def lowered_limit():  # in the child: a soft limit of 1,024, as many systems start with
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    printed = subprocess.run(
+        [sys.executable, "-c", f"{process}; print({holds}, {READ_LIMIT})"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"},
+        preexec_fn=lowered_limit,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert printed == [str(expected(hard)), str(hard)]

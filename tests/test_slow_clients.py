@@ -325,3 +325,44 @@ def busy(service):
             received += slow.recv(len(expected) - len(received))
         assert received == expected
         yield slow, text
+
+
+HELD = 1_500  # more than a worker accepted when worker_connections was 1,000
+
+
+def test_liveness_answers_while_more_than_a_thousand_sockets_hold_one_worker(one_worker):
+    """A gevent worker accepts at most `worker_connections` connections; the ones past
+    that wait, already connected, in the kernel's accept queue, first come first served,
+    until a held socket's deadline frees a place. At 1,000 per worker, 3,000 trickling
+    sockets made `GET /` wait 2 to 6 s on two workers (the CPU far from busy); each held
+    socket costs a green thread of a few kilobytes, so the ceiling is 4,000 now."""
+    service = one_worker
+    text = as_json(webhook())
+    head = (
+        f"POST /v1/webhooks/transactions HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(text)}\r\n\r\n{text[:1]}"
+    ).encode()
+    sockets = []
+    try:
+        first_opened = time.monotonic()
+        for _ in range(HELD):  # each waits for the rest of its body: BODY_READ_SECONDS
+            sock = socket.create_connection(("127.0.0.1", service.port), timeout=5)
+            sockets.append(sock)
+            sock.sendall(head)
+        took, response = timed(
+            lambda: requests.get(f"{service.url}/", timeout=BODY_READ_SECONDS - 2)
+        )
+        # No held socket had reached its deadline: the answer did not wait for one.
+        held_for = time.monotonic() - first_opened
+        for sock in sockets:
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):  # nothing answered, nothing closed
+                sock.recv(1)
+    except requests.Timeout:
+        pytest.fail(f"GET / waited behind {HELD} held sockets, in the accept queue")
+    finally:
+        for sock in sockets:
+            sock.close()
+    print(f"\nGET / with {HELD} sockets held by one worker: {took * 1000:.1f} ms")
+    assert held_for < BODY_READ_SECONDS
+    assert response.status_code == 200

@@ -57,10 +57,6 @@ from app.store.models import Transaction, TransactionStatus, utcnow
 
 log = logging.getLogger(__name__)
 
-# Rows one task claims and calls at once. With WORKER_GREEN_THREADS (app/config.py)
-# tasks at a time, one worker process keeps up to 100 x 100 calls in flight.
-BATCH_SIZE = 100
-
 # Errors that say the database is away, not that it refused a value; a pool whose
 # connections all stayed in use past pool_timeout counts as away.
 DATABASE_AWAY = (OperationalError, InterfaceError, PoolTimeoutError)

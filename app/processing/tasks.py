@@ -6,7 +6,7 @@ import gevent
 from celery import shared_task
 from flask import current_app
 
-from app.config import claim_seconds
+from app.config import BATCH_SIZE, claim_seconds
 from app.extensions import db
 from app.processing import pipeline
 
@@ -27,12 +27,12 @@ def process_due_transactions() -> int:
     policy = pipeline.RetryPolicy.from_config(current_app.config)
     hold = claim_seconds(current_app.config)
     try:
-        claims = pipeline.claim_due(db.engine, pipeline.BATCH_SIZE, hold)
+        claims = pipeline.claim_due(db.engine, BATCH_SIZE, hold)
     except pipeline.DATABASE_AWAY as exc:
         # One line, not a traceback a second: the next tick tries again.
         log.warning("database unavailable, will retry next tick: %s", str(exc).splitlines()[0])
         return 0
-    if len(claims) == pipeline.BATCH_SIZE:
+    if len(claims) == BATCH_SIZE:
         # In a greenlet of its own: a publish to a broker that has stopped answering
         # (packets dropped) would otherwise hold these claims uncalled until they expire.
         gevent.spawn(_fan_out)
