@@ -15,15 +15,23 @@ import resource
 KEPT_FREE = 200
 
 
+# What to ask for under a hard limit of "unlimited" (macOS's): the most a macOS process
+# may open (OPEN_MAX), and more than either process here holds.
+UNLIMITED_ASK = 10_240
+
+
 def raise_limit() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = UNLIMITED_ASK if hard == resource.RLIM_INFINITY else hard
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):  # a hard limit of "unlimited" is above what Linux allows
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):  # refused: keep the limit there is
         pass
 
 
 def connections_allowed() -> int:
     """How many connections this process may hold at once, under its limit now."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return soft - KEPT_FREE
+    if soft == resource.RLIM_INFINITY:
+        return UNLIMITED_ASK - KEPT_FREE
+    return max(soft - KEPT_FREE, 1)

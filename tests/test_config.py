@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from app import open_files
 from app.config import broker_url, database_url, load_config
 
 
@@ -119,3 +120,19 @@ def test_web_and_worker_raise_their_open_files_limit_and_hold_no_more_than_it_al
         check=True,
     ).stdout.split()
     assert printed == [str(expected(hard)), str(hard)]
+
+
+def test_under_an_unlimited_hard_limit_the_ask_is_what_macos_allows(monkeypatch):
+    """macOS reports its hard limit on open files as unlimited, and refuses it if asked."""
+    limits = {"now": (256, resource.RLIM_INFINITY)}
+
+    def setrlimit(_which, wanted):
+        if wanted[0] == resource.RLIM_INFINITY:
+            raise ValueError("not allowed to raise maximum limit")
+        limits["now"] = wanted
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: limits["now"])
+    monkeypatch.setattr(resource, "setrlimit", setrlimit)
+    open_files.raise_limit()
+    assert limits["now"] == (10_240, resource.RLIM_INFINITY)
+    assert open_files.connections_allowed() == 10_040
