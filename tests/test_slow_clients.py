@@ -335,7 +335,7 @@ def test_liveness_answers_while_more_than_a_thousand_sockets_hold_one_worker(one
     that wait, already connected, in the kernel's accept queue, first come first served,
     until a held socket's deadline frees a place. At 1,000 per worker, 3,000 trickling
     sockets made `GET /` wait 2 to 6 s on two workers (the CPU far from busy); each held
-    socket costs a green thread of a few kilobytes, so the ceiling is 4,000 now."""
+    socket costs about 23 KB, so the ceiling is 4,000 now."""
     service = one_worker
     text = as_json(webhook())
     head = (
