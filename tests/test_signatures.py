@@ -125,6 +125,20 @@ def with_timestamp(value):
     return lambda body: signed_headers(body) | {"webhook-timestamp": value}
 
 
+def respelled_timestamp(spell):
+    """Signed as usual, then the timestamp written another way for the same second: the
+    library reads it with float() and signs the whole second, so the signature still fits."""
+
+    def make(body):
+        headers = signed_headers(body)
+        return headers | {"webhook-timestamp": spell(headers["webhook-timestamp"])}
+
+    return make
+
+
+ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + d) for d in range(10)))
+
+
 def minutes_off(minutes):
     return lambda body: signed_headers(body, timestamp=time.time() + minutes * 60)
 
@@ -150,6 +164,14 @@ def without(header):
         (with_timestamp("yesterday"), "not a Unix time"),
         (with_timestamp("nan"), "not a Unix time"),
         (with_timestamp("1e400"), "not a Unix time"),
+        # The same second written otherwise is refused, not read: Standard Webhooks sends
+        # whole seconds in ASCII digits, and one spelling per second leaves nothing to vary.
+        (respelled_timestamp(lambda t: t + ".0"), "not a Unix time"),
+        (respelled_timestamp(lambda t: t + ".9"), "not a Unix time"),
+        (respelled_timestamp(lambda t: " " + t), "not a Unix time"),
+        (respelled_timestamp(lambda t: t[:4] + "_" + t[4:]), "not a Unix time"),
+        (respelled_timestamp(lambda t: t.translate(ARABIC_INDIC)), "not a Unix time"),
+        (respelled_timestamp(lambda t: "+" + t), "not a Unix time"),
         (minutes_off(-6), "in the past"),
         (minutes_off(6), "in the future"),
     ],

@@ -8,6 +8,7 @@ Svix's names for the same headers, and a 401 rather than a 500 for garbage.
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -16,6 +17,7 @@ SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 # Svix, the largest sender of this scheme, sends svix-id, svix-timestamp and
 # svix-signature. Like the svix library, we look for those first, then webhook-*.
 HEADER_FAMILIES = ("svix-", "webhook-")
+WHOLE_SECONDS = re.compile(r"[0-9]{1,11}")  # a Unix time in seconds, until the year 5138
 
 
 def signature_headers(headers: Mapping[str, str]) -> dict[str, str] | None:
@@ -85,6 +87,10 @@ class SignatureVerifier:
                 "Send webhook-id, webhook-timestamp and webhook-signature "
                 "(or svix-id, svix-timestamp and svix-signature)."
             )
+        if not WHOLE_SECONDS.fullmatch(found["webhook-timestamp"]):
+            # The library reads it with float(), which also takes "T.9", " T", "1_7..." and
+            # other digits than ASCII for the second it signs: one spelling, or a 401.
+            raise InvalidSignature(_explain("Invalid Signature Headers"))
         found["webhook-signature"] = parseable_signatures(found["webhook-signature"])
         if not found["webhook-signature"]:
             raise InvalidSignature("The signature headers are malformed.")
