@@ -127,6 +127,13 @@ def test_default_page_is_fifty(client):
     [
         ({"limit": 0}, "limit"),
         ({"limit": "many"}, "limit"),
+        # int() reads all of these as a number; a page size is ASCII digits only.
+        ({"limit": "1_0"}, "limit"),
+        ({"limit": " 5"}, "limit"),
+        ({"limit": "+5"}, "limit"),
+        ({"limit": "\u0661\u0660"}, "limit"),  # 10 in Arabic-Indic digits
+        ({"limit": "5.0"}, "limit"),
+        ({"limit": "9" * 5000}, "limit"),
         ({"status": "LOST"}, "status"),
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": "bm90IGEgY3Vyc29y"}, "cursor"),  # base64 of "not a cursor"

@@ -241,11 +241,24 @@ class PageCursor(fields.Field):
             raise ValidationError("Not a cursor this service gave out; use next_cursor.") from None
 
 
+ASCII_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+class QueryInteger(fields.Integer):
+    """A whole number in a query string, in ASCII digits only: int() would also read
+    " 5", "+5", "1_0" and "١٠" (Arabic-Indic), and a link should have one spelling."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> int:
+        if not (isinstance(value, str) and ASCII_DIGITS.fullmatch(value)):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class TransactionQuerySchema(Schema):
     """GET /v1/transactions: filters and the page to return."""
 
     status = fields.Enum(TransactionStatus, by_value=True, load_default=None)
-    limit = fields.Integer(
+    limit = QueryInteger(
         load_default=50,
         validate=validate.Range(min=1),
         metadata={"description": f"Page size; at most {MAX_PAGE_SIZE} are returned."},
