@@ -43,6 +43,10 @@ def test_currency_is_upper_cased():
         ("   ", "Must not be empty or blank."),
         ("\u200b\u2060\ufeff", "Must not be empty or blank."),  # zero-width, word joiner, BOM
         (" \u00ad\u200d ", "Must not be empty or blank."),  # soft hyphen, zero-width joiner
+        ("\u3164", "Must not be empty or blank."),  # Hangul filler, a letter that draws nothing
+        ("\u115f\u1160\uffa0", "Must not be empty or blank."),  # the other Hangul fillers
+        ("\u2800 \u034f", "Must not be empty or blank."),  # Braille blank, grapheme joiner
+        ("\ufe0f\U000e0100", "Must not be empty or blank."),  # variation selectors alone
         ("x" * 256, "Longer than maximum length 255."),
         (123, "Not a valid string."),
         (None, "Field may not be null."),
@@ -95,6 +99,19 @@ def test_account_fields_accept_255_characters_of_any_script(field):
     value = "é" * 200 + "ü:.-_/" + "x" * 49
     assert len(value) == 255
     assert schema.load(webhook(**{field: value}))[field] == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\u2764\ufe0f",  # a heart with its emoji variation selector
+        "\ud55c\u3164\uae00",  # Hangul around a filler
+        "\u2800acc",  # Braille blank before letters
+        "\U0001f469\u200d\U0001f4bb",  # a joined emoji
+    ],
+)
+def test_an_invisible_character_beside_visible_ones_is_kept(value):
+    assert schema.load(webhook(source_account=value))["source_account"] == value
 
 
 @pytest.mark.parametrize(

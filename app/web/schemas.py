@@ -53,18 +53,28 @@ UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # them one account id reads as another on the operator's page ("Trojan Source"). The
 # joiners that Persian and Indic names need (U+200C, U+200D) are not among them.
 BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+# Letters and marks that draw nothing: the Hangul fillers, the combining grapheme joiner,
+# variation selectors and the Braille blank. Unicode's Default_Ignorable_Code_Point, less
+# what Cf already covers (Python's unicodedata does not expose the property).
+INVISIBLE = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\ufe00-\ufe0f\uffa0"
+    "\U000e0100-\U000e01ef]"
+)
 
 
 class Text(fields.String):
     """A string a database can store and a person can read: no control characters.
 
-    Blank is nothing a person can see: whitespace and invisible format characters
-    (Unicode Cf: a zero-width space, a soft hyphen, a byte-order mark), which would show
-    an operator an empty account."""
+    Blank is nothing a person can see: whitespace, invisible format characters (Unicode
+    Cf: a zero-width space, a soft hyphen, a byte-order mark) and the few letters that draw
+    nothing (a Hangul filler), which would show an operator an empty account."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        if all(char.isspace() or unicodedata.category(char) == "Cf" for char in text):
+        if all(
+            char.isspace() or unicodedata.category(char) == "Cf" or INVISIBLE.match(char)
+            for char in text
+        ):
             raise ValidationError("Must not be empty or blank.")
         if UNSTORABLE.search(text):
             raise ValidationError("Must not contain control characters or unpaired surrogates.")
