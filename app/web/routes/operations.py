@@ -24,7 +24,7 @@ def liveness():
 @blp.get("/health/ready")
 @blp.response(200, ReadinessSchema)
 @blp.doc(
-    responses=problem_responses({503: "A dependency does not answer; `components` says which."})
+    responses=problem_responses({503: "The database does not answer; `components` says more."})
 )
 def readiness():
     """Whether the database (SELECT 1) and the broker (a connection) answer, within 2 s each.
