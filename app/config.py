@@ -220,6 +220,10 @@ def celery_settings(
         # A stuck task is killed (gevent's pool has the hard limit only).
         "task_time_limit": task_time_limit,
         "broker_transport_options": broker_transport_options(broker, task_time_limit),
+        # No remote control (celery inspect/control): nothing here uses it, and its
+        # mailbox, a green thread of its own, died with a traceback on every broker
+        # outage. The transaction rows say what the worker is doing (GET /dashboard).
+        "worker_enable_remote_control": False,
         # Keep trying to reach the broker, at start-up and after it goes away.
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,

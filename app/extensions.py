@@ -16,7 +16,7 @@ from sqlalchemy import MetaData, event
 from sqlalchemy.orm import DeclarativeBase
 
 from app.config import STATEMENT_TIMEOUT_SECONDS
-from app.logs import configure_logging
+from app.logs import OneLinePerMinute, configure_logging
 from app.web.api import Api
 
 
@@ -153,6 +153,9 @@ def init_celery(app: Flask) -> Celery:
             "celery.worker.request",  # "Discarding revoked task" for each expired tick
         ):
             logging.getLogger(name).setLevel(logging.WARNING)
+        beat_log = logging.getLogger("celery.beat")
+        if not any(isinstance(f, OneLinePerMinute) for f in beat_log.filters):
+            beat_log.addFilter(OneLinePerMinute())
 
     @beat_init.connect(weak=False)
     def say_beat_runs(**_kwargs) -> None:

@@ -6,8 +6,12 @@ event's fields (request_id, transaction_id, status, ...) as keys, for log pipeli
 
 import logging
 import re
+import time
 
+from kombu.exceptions import OperationalError
 from pythonjsonlogger.json import JsonFormatter
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 HANDLER_NAME = "webhook-service"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
@@ -43,6 +47,51 @@ class OneLineFormatter(logging.Formatter):
 
 def _escaped(match: re.Match[str]) -> str:
     return match.group().encode("unicode_escape").decode("ascii")
+
+
+# What an unreachable broker raises, wrapped by Celery as it may be.
+UNREACHABLE = (OSError, OperationalError, RedisConnectionError, RedisTimeoutError)
+
+
+def unreachable(exc: BaseException | None) -> bool:
+    """Whether this exception, or one it was raised from, is a connection that failed."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, UNREACHABLE):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+class OneLinePerMinute(logging.Filter):
+    """While the broker is down, beat fails to send its tick every second and Celery logs
+    each failure with two tracebacks, about 150 lines (60 MB an hour, the whole rotation
+    budget). Such a failure becomes one line, at most once a minute, with how many were
+    left out; anything else passes as it is."""
+
+    INTERVAL_SECONDS = 60.0
+
+    def __init__(self, clock=time.monotonic):
+        super().__init__()
+        self._clock = clock
+        self._last_line: float | None = None
+        self._left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not unreachable(exc):
+            return True
+        now = self._clock()
+        if self._last_line is not None and now - self._last_line < self.INTERVAL_SECONDS:
+            self._left_out += 1
+            return False
+        record.msg, record.args = "%s: %s", (type(exc).__name__, exc)
+        if self._left_out:
+            record.msg += " (and %d more like it since the last such line)"
+            record.args += (self._left_out,)
+        record.exc_info = record.exc_text = record.stack_info = None
+        self._last_line, self._left_out = now, 0
+        return True
 
 
 def configure_logging(level: str, log_format: str) -> None:

@@ -150,11 +150,21 @@ def test_broker_unreachable_when_webhooks_arrive(start_service, database, redis_
     redis_server.stop()
 
     ids = accept(service, 30)  # the request path never touches the broker
+    # ...so the instance stays in the load balancer, saying what is down.
+    ready = requests.get(f"{service.url}/health/ready", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["components"]["broker"]["status"] == "down"
     time.sleep(DELAY + 2)
     assert still_processing(database, ids)  # nothing can run without a broker
 
     redis_server.start()  # same port
     assert_all_processed_once(service, database, ids, datetime.now(UTC))
+    # Beat had a tick to send each second of the outage: a few lines say it could not,
+    # where each failure used to write two tracebacks; the worker's mailbox wrote one more.
+    beat_lines = [line for line in service["beat"].log().splitlines() if "ERROR" in line]
+    assert 1 <= len(beat_lines) < 5, beat_lines
+    assert all("onnect" in line or "Couldn't apply" in line for line in beat_lines), beat_lines
+    assert "Traceback" not in service.logs(), service.logs()
 
 
 @BOTH_PROCESSORS

@@ -4,14 +4,16 @@ import io
 import json
 import logging
 
+import kombu.exceptions
 import pytest
+from celery.beat import SchedulingError
 from conftest import make_app
 from helpers import as_json, webhook
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import celery_settings
 from app.extensions import db
-from app.logs import formatter
+from app.logs import OneLinePerMinute, formatter
 
 URL = "/v1/webhooks/transactions"
 
@@ -163,3 +165,45 @@ def test_metrics_count_webhooks_by_outcome_in_one_process(client):
     assert pipeline[("transactions_failed", ())] == 0
     assert pipeline[("oldest_processing_age_seconds", ())] > 0
     assert pipeline[("database_up", ())] == 1
+
+
+def beat_failure(logger: logging.Logger) -> None:
+    """What celery.beat logs when a tick cannot be sent: the error, and its stack."""
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as refused:
+            raise kombu.exceptions.OperationalError("Error 111 connecting") from refused
+    except kombu.exceptions.OperationalError as exc:
+        try:
+            raise SchedulingError(f"Couldn't apply scheduled task tick: {exc}") from exc
+        except SchedulingError as scheduling:
+            logger.error("Message Error: %s\n%s", scheduling, ["stack"], exc_info=True)
+
+
+def test_an_unreachable_broker_is_one_line_a_minute_with_a_count_of_the_rest():
+    stream, now = io.StringIO(), [1000.0]
+    logger = logging.getLogger("test.beat.outage")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter("text"))
+    logger.addHandler(handler)
+    logger.addFilter(OneLinePerMinute(clock=lambda: now[0]))
+    for _ in range(30):  # thirty ticks, one a second
+        beat_failure(logger)
+        now[0] += 1
+    now[0] += 31
+    beat_failure(logger)
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        logger.error("Something else", exc_info=True)
+
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith(
+        "SchedulingError: Couldn't apply scheduled task tick: Error 111 connecting"
+    ), lines
+    assert lines[1].endswith("(and 29 more like it since the last such line)"), lines
+    # Anything that is not a broker away keeps its traceback.
+    assert lines[2].endswith("Something else") and lines[3] == "Traceback (most recent call last):"
+    assert stream.getvalue().count("Traceback") == 1
