@@ -8,7 +8,14 @@ import gc
 import logging
 
 from celery import Celery, Task
-from celery.signals import beat_init, setup_logging, worker_process_init, worker_ready
+from celery.signals import (
+    beat_init,
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 from flask import Flask
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -129,6 +136,18 @@ def init_celery(app: Flask) -> Celery:
         # processes; psycopg2 then fails in odd ways and updates are lost.
         with app.app_context():
             db.engine.dispose(close=False)
+
+    @worker_init.connect(weak=False)
+    def take_back_a_killed_workers_gauges(**_kwargs) -> None:
+        from app import metrics  # it needs `db` from here
+
+        metrics.forget_dead_processes()
+
+    @worker_shutdown.connect(weak=False)
+    def take_back_our_gauges(**_kwargs) -> None:
+        from app import metrics
+
+        metrics.forget_this_process()
 
     @worker_ready.connect(weak=False)
     def freeze_what_startup_made(**_kwargs) -> None:

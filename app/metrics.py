@@ -14,6 +14,7 @@ is exactly when it matters: GET /metrics/pipeline.
 """
 
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -194,6 +195,43 @@ def check_multiprocess_mode() -> None:
             "PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported; "
             "set it before importing the app (see gunicorn.conf.py)."
         )
+
+
+def forget_dead_processes() -> list[int]:
+    """Take back the live gauges (calls in flight) of processes that are gone.
+
+    A process that exits cleanly takes back its own (Gunicorn's master does it for its
+    workers, gunicorn.conf.py; the Celery worker at shutdown). One killed with SIGKILL
+    cannot: its last figure stayed in the sum for good, "6 calls in flight" with no
+    worker running. A Celery worker starting calls this. It judges by PID, so it assumes
+    what the rest of this module does: the directory is on one machine's disk, shared by
+    the processes of one PID namespace, not by containers."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return []
+    gone = set()
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            gone.add(int(pid))
+    for pid in gone:
+        multiprocess.mark_process_dead(pid, directory)
+    return sorted(gone)
+
+
+def forget_this_process() -> None:
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        multiprocess.mark_process_dead(os.getpid())
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: running
+        return True
+    return True
 
 
 def render() -> tuple[bytes, str]:

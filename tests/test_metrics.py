@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, delete
 from test_signatures import SECRET, signed_headers
 
 from app.store.models import Transaction
-from scripts.processes import Service
+from scripts.processes import POSTGRES_ADMIN_URL, Service, ThrowawayDatabase
 
 pytestmark = pytest.mark.processes
 
@@ -142,3 +142,28 @@ def test_send_webhook_command_sends_a_signed_webhook(service):
     refused = unsigned.test_cli_runner().invoke(args=["send-webhook", "--url", service.url])
     assert refused.exit_code == 1
     assert "401" in refused.output
+
+
+def test_a_killed_workers_calls_in_flight_are_taken_back_when_a_worker_starts(redis_url, tmp_path):
+    """SIGKILL leaves a worker's last figure in the sum; the next worker to start removes it
+    (the killed worker's claims still hold, so the new one has nothing in flight)."""
+    in_flight = ("processor_calls_in_flight", ())
+    # A database of its own: the module's service, still running, claims only from its own.
+    with (
+        ThrowawayDatabase(POSTGRES_ADMIN_URL) as database_url,
+        Service(
+            tmp_path,
+            DATABASE_URL=database_url,
+            CELERY_BROKER_URL=redis_url,
+            PROCESSING_DELAY_SECONDS="60",
+        ) as service,
+    ):
+        service.start()
+        assert [send(service, webhook()) for _ in range(4)] == [202] * 4
+        assert wait_until(lambda: scrape(service).get(in_flight) == 4, timeout=20)
+        service["worker"].kill()
+        assert scrape(service)[in_flight] == 4  # no one is left to take them back
+
+        service.start("worker")
+        wait_until(lambda: service["worker"].log().count(" ready.") == 2, timeout=30)
+        assert scrape(service)[in_flight] == 0
