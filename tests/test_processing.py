@@ -395,6 +395,27 @@ def test_every_outcome_is_logged_with_its_attempt_before_it_is_committed(app, ca
         (transaction_id, 2, "done"),
     ]
     assert all(r.duration_seconds >= 0 for r in lines)
+    assert [r.levelname for r in lines] == ["INFO", "INFO"]
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        [FailedForGood("the processor answered 422: account closed")],
+        [RetryLater("the processor answered 503")] * 3,  # the last attempt gives up
+    ],
+)
+def test_an_attempt_that_ends_failed_is_logged_as_a_warning(app, caplog, answers):
+    """A FAILED transaction moves no money until it is re-driven: it shows among the
+    warnings, where a retry scheduled or a success does not."""
+    [transaction_id] = receive(app)
+    for answer in answers:
+        make_due(app, transaction_id)
+        run_once(app, Scripted(answer))
+    assert row(app, transaction_id).status is TransactionStatus.FAILED
+    lines = [r for r in caplog.records if r.name == "app.processing.pipeline"]
+    assert [r.levelname for r in lines] == ["INFO"] * (len(answers) - 1) + ["WARNING"]
+    assert lines[-1].status == "FAILED"
 
 
 def test_concurrent_claims_share_the_backlog_and_claim_each_transaction_once(app):

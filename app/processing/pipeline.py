@@ -443,7 +443,11 @@ def _tell(
     waited = None
     if change.processed_at is not None:
         waited = (change.processed_at - claim.received_at).total_seconds()
-    log.info(
+    # A transaction that ends FAILED moves no money until someone re-drives it: a warning,
+    # so that it shows where operators look (WARNING and up), unlike a retry or a success.
+    level = logging.WARNING if change.status is TransactionStatus.FAILED else logging.INFO
+    log.log(
+        level,
         "transaction %s attempt %d: %s (call %.3f s)%s",
         claim.transaction_id,
         claim.attempt,
