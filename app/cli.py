@@ -13,9 +13,11 @@ from decimal import Decimal
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from sqlalchemy.exc import InterfaceError, OperationalError
 from standardwebhooks.webhooks import Webhook
 
 from app.exact_json import dumps_exact
+from app.extensions import db
 from app.store.transactions import redrive_failed
 
 
@@ -84,7 +86,15 @@ def _utc(value: str | None) -> datetime | None:
 @with_appcontext
 def retry_failed(since, error_contains, dry_run):
     """Re-drive FAILED transactions: PROCESSING again, due now, attempts counted afresh."""
-    ids = redrive_failed(since=_utc(since), error_contains=error_contains, dry_run=dry_run)
+    since = _utc(since)
+    try:
+        ids = redrive_failed(since=since, error_contains=error_contains, dry_run=dry_run)
+    except (OperationalError, InterfaceError) as error:  # nothing was changed: one statement
+        where = db.engine.url.render_as_string(hide_password=True)
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        raise click.ClickException(
+            f"the database does not answer at {where}: {reason}. Nothing was re-driven."
+        ) from None
     verb = "would re-drive" if dry_run else "re-drove"
     click.echo(f"{verb} {len(ids)} FAILED transaction{'' if len(ids) == 1 else 's'}")
     for transaction_id in ids:

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import gevent
 import pytest
+from conftest import make_app
 from helpers import as_json, webhook
 from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, event, select, text, update
@@ -507,3 +508,17 @@ def test_retry_failed_with_a_since_it_cannot_read_says_so_and_changes_nothing(ap
     assert result.exit_code == 2
     assert "use ISO 8601" in result.output and "Traceback" not in result.output
     assert row(app, transaction_id).status is TransactionStatus.FAILED
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_retry_failed_with_the_database_away_says_so_in_one_line(dry_run):
+    """Not a SQLAlchemy traceback: where it looked, why, and that nothing changed."""
+    away = make_app("postgresql+psycopg2://webhooks:s3cret-pw@127.0.0.1:1/webhooks")
+    result = away.test_cli_runner().invoke(args=["retry-failed", *dry_run])
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "Error: the database does not answer at postgresql+psycopg2://webhooks:***@127.0.0.1:1/"
+    ), result.output
+    assert "Nothing was re-driven." in result.output
+    assert "Traceback" not in result.output and "s3cret-pw" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
