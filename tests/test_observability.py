@@ -10,6 +10,7 @@ from celery.beat import SchedulingError
 from conftest import make_app
 from helpers import as_json, webhook
 from prometheus_client.parser import text_string_to_metric_families
+from test_signatures import SECRET, signed_headers
 
 from app.config import celery_settings
 from app.extensions import db
@@ -57,6 +58,39 @@ def test_one_log_line_per_request_with_its_fields(client, caplog):
     ]
     assert all(r.duration_ms > 0 for r in lines)
     assert f"transaction_id={body['transaction_id']}" in lines[0].getMessage()
+
+
+def test_a_refused_webhooks_line_says_why_and_which_transaction_it_named(database_url, caplog):
+    """A provider asks about txn_X: its refusals are found by grepping for txn_X."""
+    app = make_app(database_url, WEBHOOK_SECRETS=[SECRET])
+    client = app.test_client()
+    refused = webhook(transaction_id="txn_refused_1", currency="XXQ")
+    unsigned = webhook(transaction_id="txn_unsigned_1")
+    signed = as_json(refused)
+    with caplog.at_level(logging.INFO, logger="app.requests"):
+        client.post(URL, data=signed, headers=signed_headers(signed))
+        post(client, unsigned)
+        client.post(URL, data="{", headers=signed_headers("{"))
+        accepted = as_json(webhook(transaction_id="txn_fine_1"))
+        client.post(URL, data=accepted, headers=signed_headers(accepted))
+    lines = [r for r in caplog.records if r.name == "app.requests"]
+    assert [(r.status, r.transaction_id) for r in lines] == [
+        (422, "txn_refused_1"),
+        (401, "txn_unsigned_1"),  # as the body claims: it is not signed
+        (400, None),
+        (202, "txn_fine_1"),
+    ]
+    assert lines[0].problem == (
+        "The body failed validation; see errors. "
+        "currency: Must be an ISO 4217 currency code, such as USD, EUR or INR."
+    )
+    message = lines[0].getMessage()
+    assert "transaction_id=txn_refused_1 problem=The body failed validation" in message
+    assert lines[1].problem.startswith("Send webhook-id, webhook-timestamp and webhook-signature")
+    assert lines[2].problem.startswith("The body is not valid JSON")
+    assert lines[3].problem is None and "problem=" not in lines[3].getMessage()
+    with app.app_context():
+        db.engine.dispose()
 
 
 def test_a_text_log_line_is_one_line_whatever_the_client_sent(app, client):

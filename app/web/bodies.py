@@ -64,6 +64,10 @@ class Request(flask.Request):
             self._cached_data = read_body(self.environ, self.max_content_length)
         return super().get_data(cache, as_text, parse_form_data)
 
+    def body_if_read(self) -> bytes | None:
+        """The body, if something already read it whole; never reads (nor waits) itself."""
+        return getattr(self, "_cached_data", None)
+
 
 def read_body(environ: dict, limit: int | None) -> bytes:
     """All of the body, or an HTTPException (413, 415, 400, 408) if its framing is not kept."""

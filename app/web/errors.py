@@ -66,14 +66,29 @@ def problem(
     if errors:
         body["errors"] = errors
     body.update(extra or {})
-    if has_request_context() and g.get("request_id"):
-        body["request_id"] = g.request_id  # quote it to us: it finds the log line
+    if has_request_context():
+        g.problem = _in_one_line(detail, errors)  # for the request's log line
+        if g.get("request_id"):
+            body["request_id"] = g.request_id  # quote it to us: it finds the log line
     return Response(
         dumps_exact(body),
         status=status,
         headers=headers,
         mimetype="application/problem+json",
     )
+
+
+def _in_one_line(detail: str, errors: dict[str, Any] | None) -> str:
+    """The detail, and what each field was refused for: what a 4xx's log line says."""
+    parts = [detail]
+    for field, messages in (errors or {}).items():
+        listed = messages if isinstance(messages, list) else [messages]
+        parts.append(f"{field}: {' '.join(map(str, listed))}")
+    return " ".join(parts)[:LOGGED_PROBLEM_CHARACTERS]
+
+
+# Enough for a detail and a few fields' messages; a hostile body cannot grow the log line.
+LOGGED_PROBLEM_CHARACTERS = 300
 
 
 def http_error(error: HTTPException) -> Response:

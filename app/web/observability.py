@@ -1,5 +1,6 @@
 """What every request leaves behind: a request id, one log line, and for webhooks, metrics."""
 
+import json
 import logging
 import re
 import secrets
@@ -14,6 +15,7 @@ log = logging.getLogger("app.requests")
 # A request id we accept from a proxy or a sender; anything else is replaced.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 WEBHOOK_ENDPOINT = "webhooks.receive_transaction"
+TRANSACTION_ID_LENGTH = 255  # the column's: no longer id is stored, none is logged
 
 
 def init_request_observability(app: Flask) -> None:
@@ -33,16 +35,23 @@ def _finish(response: Response) -> Response:
     seconds = time.perf_counter() - g.get("started", time.perf_counter())
     response.headers["X-Request-ID"] = request_id
     transaction_id = g.get("transaction_id")
-    if request.endpoint == WEBHOOK_ENDPOINT and request.method == "POST":  # not OPTIONS
+    webhook = request.endpoint == WEBHOOK_ENDPOINT and request.method == "POST"  # not OPTIONS
+    if webhook:
         metrics.record_webhook(response.status_code, seconds, g.get("webhook_outcome"))
+    # A refused request's line says why, and a refused webhook's the id its body gives, if
+    # any: "we sent txn_X, what happened?" is answered by grepping for txn_X.
+    problem = g.get("problem") if 400 <= response.status_code < 500 else None
+    if webhook and transaction_id is None and problem is not None:
+        transaction_id = _claimed_transaction_id()
     log.info(
-        "%s %s %s %.1fms request_id=%s%s",
+        "%s %s %s %.1fms request_id=%s%s%s",
         request.method,
         request.path,
         response.status_code,
         seconds * 1000,
         request_id,
         f" transaction_id={transaction_id}" if transaction_id else "",
+        f" problem={problem}" if problem else "",
         extra={
             "method": request.method,
             "path": request.path,
@@ -50,6 +59,20 @@ def _finish(response: Response) -> Response:
             "duration_ms": round(seconds * 1000, 2),
             "request_id": request_id,
             "transaction_id": transaction_id,
+            "problem": problem,
         },
     )
     return response
+
+
+def _claimed_transaction_id() -> str | None:
+    """The transaction_id a refused webhook's body gives, unchecked (it may be unsigned or
+    invalid); only from a body already read, and cut to the longest an id can be."""
+    body = request.body_if_read()
+    if not body:
+        return None
+    try:
+        claimed = json.loads(body).get("transaction_id")
+    except (ValueError, AttributeError, RecursionError):  # not JSON, not an object
+        return None
+    return claimed[:TRANSACTION_ID_LENGTH] if isinstance(claimed, str) and claimed else None
