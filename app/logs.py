@@ -8,10 +8,7 @@ import logging
 import re
 import time
 
-from kombu.exceptions import OperationalError
 from pythonjsonlogger.json import JsonFormatter
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 HANDLER_NAME = "webhook-service"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
@@ -49,15 +46,24 @@ def _escaped(match: re.Match[str]) -> str:
     return match.group().encode("unicode_escape").decode("ascii")
 
 
-# What an unreachable broker raises, wrapped by Celery as it may be.
-UNREACHABLE = (OSError, OperationalError, RedisConnectionError, RedisTimeoutError)
+def _unreachable_types() -> tuple[type[BaseException], ...]:
+    """What an unreachable broker raises, wrapped by Celery as it may be. Imported here,
+    not at the top: gunicorn.conf.py imports this module into the master, and redis
+    brings ssl, which gevent must patch first in each worker (a MonkeyPatchWarning)."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (OSError, OperationalError, RedisConnectionError, RedisTimeoutError)
 
 
 def unreachable(exc: BaseException | None) -> bool:
     """Whether this exception, or one it was raised from, is a connection that failed."""
-    seen = 0
+    if exc is None:
+        return False
+    types, seen = _unreachable_types(), 0
     while exc is not None and seen < 10:
-        if isinstance(exc, UNREACHABLE):
+        if isinstance(exc, types):
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
