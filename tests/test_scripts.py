@@ -50,6 +50,7 @@ def run(script: Path, env: dict) -> str:
         [str(script)], cwd=script.parent, env=env, capture_output=True, text=True, timeout=180
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning: the broker" not in result.stderr, result.stderr
     return result.stdout
 
 
@@ -190,6 +191,29 @@ def test_a_failed_migration_is_kept_in_var_log_and_starts_nothing(
     assert "var/log/migrate.log" in output
     logged = (checkout / "var" / "log" / "migrate.log").read_text()
     assert "permission denied for schema public" in logged
+    assert pids(checkout) == {}
+
+
+def test_a_broker_that_does_not_answer_is_a_warning_not_a_failed_start(checkout):
+    """Webhooks are accepted without it; but a mistyped REDIS_URL must not pass unseen."""
+    port = free_port()
+    # Not this machine's loopback address, so the script starts no redis-server for it.
+    env = service_env(PORT=str(port), REDIS_URL="redis://127.0.0.2:1/0")
+    try:
+        result = subprocess.run(
+            [str(checkout / "start_services.sh")],
+            cwd=checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"The service answers at http://127.0.0.1:{port}" in result.stdout
+        assert "warning: the broker does not answer" in result.stderr, result.stderr
+        assert post_webhook(f"http://127.0.0.1:{port}", webhook()).status_code == 202
+    finally:
+        run(checkout / "stop_services.sh", env)
     assert pids(checkout) == {}
 
 
