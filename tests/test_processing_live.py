@@ -88,7 +88,11 @@ def test_flaky_processor_each_transaction_processed_with_one_effect(
             tmp_path, "--latency", "0.5", "--transient-rate", "0.3", "--timeout-rate", "0.1"
         )
     )
-    service = started(service_with(tmp_path, postgres_url, redis_server, simulator))
+    # Attempts enough that none of the 200 gives up by chance: at 10, about one run in a
+    # few hundred left one FAILED (each attempt fails 4 times in 10).
+    service = started(
+        service_with(tmp_path, postgres_url, redis_server, simulator, PROCESSING_MAX_ATTEMPTS="30")
+    )
     ids = accept(service, 200)
     done = wait_for_status(database, ids, "PROCESSED")
 
@@ -191,8 +195,12 @@ def test_retry_after_is_honoured(tmp_path, postgres_url, redis_server, database,
 def test_a_worker_killed_mid_call_is_called_again_with_the_same_key_after_its_claim(
     tmp_path, postgres_url, redis_server, database, started
 ):
-    simulator = started(ProcessorSimulator(tmp_path, "--latency", "3"))
-    service = started(service_with(tmp_path, postgres_url, redis_server, simulator))
+    # The kill must land while every call is still waiting: calls of 5 s, cut off at 6 s
+    # (not at service_with's 2 s, which would answer retry-later before the kill).
+    simulator = started(ProcessorSimulator(tmp_path, "--latency", "5"))
+    service = started(
+        service_with(tmp_path, postgres_url, redis_server, simulator, PROCESSOR_TIMEOUT_SECONDS="6")
+    )
     ids = accept(service, 40)
     wait_until(lambda: simulator.stats()["in_flight"] == 40, timeout=30, interval=0.1)
     claimed = rows(database, ids)

@@ -74,6 +74,7 @@ def test_start_serve_process_restart_and_stop_on_the_embedded_default(checkout):
         PROCESSING_DELAY_SECONDS="1",
         WEB_CONCURRENCY="2",
         LOG_MAX_BYTES="2048",  # so that var/log files rotate within the test
+        LOG_BACKUPS="1000",  # ...and the first lines are still in a backup, however slow it is
     )
     url = f"http://127.0.0.1:{port}"
     try:
