@@ -6,6 +6,7 @@ and stopped by the PID this module holds, never by name.
 """
 
 import os
+import random
 import shlex
 import signal
 import socket
@@ -63,10 +64,37 @@ def procfile_command(name: str) -> list[str]:
     raise KeyError(f"no {name!r} process in the Procfile")
 
 
+# Listening ports come from below Linux's ephemeral range (32768 and up), where no
+# outgoing connection takes them, and each pytest-xdist worker has a slice of its own:
+# a port the kernel handed out, let go and bound again seconds later (Gunicorn booting,
+# a Redis restarted on its port) could otherwise be handed to another worker meanwhile.
+PORTS = range(20_000, 32_000)
+
+
+def _port_slice() -> range:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    worker = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0)
+    size = len(PORTS) // workers
+    return range(PORTS.start + worker * size, PORTS.start + (worker + 1) * size)
+
+
+_ports = _port_slice()
+_next = random.randrange(len(_ports))
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, never the one this process was given just before."""
+    global _next
+    for _ in range(len(_ports)):
+        port = _ports[_next % len(_ports)]
+        _next += 1
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # taken
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_ports}")
 
 
 def service_env(**settings: str | None) -> dict[str, str]:
