@@ -23,6 +23,8 @@ TRANSACTION_FIELDS = {
     "status",
     "created_at",
     "processed_at",
+    "next_attempt_at",
+    "failed_at",
     "attempts",
     "last_error",
     "processor_reference",

@@ -249,6 +249,9 @@ def test_retry_later_backs_off_in_the_row_then_fails_after_the_last_attempt(app)
     assert started + timedelta(seconds=4) <= waiting.next_attempt_at
     assert waiting.next_attempt_at <= datetime.now(UTC) + timedelta(seconds=6)
     assert run_once(app, processor) == []  # not due yet
+    shown = app.test_client().get(f"/v1/transactions/{transaction_id}").get_json()
+    assert datetime.fromisoformat(shown["next_attempt_at"]) == waiting.next_attempt_at
+    assert shown["failed_at"] is None
 
     for attempt_number in (2, 3):
         make_due(app, transaction_id)
@@ -259,6 +262,9 @@ def test_retry_later_backs_off_in_the_row_then_fails_after_the_last_attempt(app)
     assert failed.attempts == POLICY.max_attempts
     assert failed.last_error == "the processor answered 503 (gave up after 3 attempts)"
     assert failed.failed_at is not None and failed.next_attempt_at is None
+    shown = app.test_client().get(f"/v1/transactions/{transaction_id}").get_json()
+    assert datetime.fromisoformat(shown["failed_at"]) == failed.failed_at
+    assert shown["next_attempt_at"] is None and shown["status"] == "FAILED"
 
 
 def test_a_permanent_refusal_fails_after_one_attempt_with_its_reason(app):

@@ -43,6 +43,10 @@ def test_transaction_is_returned_with_every_field(client):
     assert shown["status"] == "PROCESSING"
     assert ISO_8601_Z.match(shown["created_at"])
     assert shown["processed_at"] is None
+    assert shown["failed_at"] is None
+    # Due from the moment it is stored: the processor's wait is the call itself.
+    assert ISO_8601_Z.match(shown["next_attempt_at"])
+    assert shown["next_attempt_at"] >= shown["created_at"]
 
 
 @pytest.mark.parametrize(

@@ -209,6 +209,20 @@ class TransactionSchema(Schema):
         allow_none=True,
         metadata={"type": "string", "format": "date-time", "description": "null until processed"},
     )
+    next_attempt_at = Timestamp(
+        allow_none=True,
+        metadata={
+            "type": "string",
+            "format": "date-time",
+            "description": "While PROCESSING, when the next attempt may start: its due time "
+            "while it waits, the end of the running attempt's claim while one runs. null once "
+            "PROCESSED or FAILED.",
+        },
+    )
+    failed_at = Timestamp(
+        allow_none=True,
+        metadata={"type": "string", "format": "date-time", "description": "null unless FAILED"},
+    )
     attempts = fields.Integer(metadata={"description": "Processor calls made so far."})
     last_error = fields.String(
         allow_none=True,
