@@ -158,6 +158,7 @@ class PipelineCollector:
                 due = backlog.count(connection, processing, due_by=now, up_to=COUNT_UP_TO)
                 failed = backlog.count(connection, TransactionStatus.FAILED, up_to=COUNT_UP_TO)
                 oldest = backlog.oldest_processing(connection)
+                due_since = backlog.oldest_due(connection, now)
         except SQLAlchemyError:
             up.add_metric([], 0)
             yield up
@@ -184,6 +185,13 @@ class PipelineCollector:
             "Age of the oldest transaction still PROCESSING (0 if none). Far above the "
             "processor's latency, the pipeline is stuck or the processor is failing.",
             value=age,
+        )
+        yield GaugeMetricFamily(
+            "oldest_due_age_seconds",
+            "How long the longest-overdue transaction has waited for a worker to claim it (0 if "
+            "none). Beat ticks every second: above a few seconds, nothing claims (the worker, "
+            "beat or the broker is down) or the workers cannot keep up.",
+            value=(now - due_since).total_seconds() if due_since else 0,
         )
 
 

@@ -69,6 +69,7 @@ def test_known_traffic_gives_known_figures(service):
     assert pipeline[("transactions_waiting", ())] == 6
     assert pipeline[("oldest_processing_age_seconds", ())] > 0
     assert pipeline[("transactions_failed", ())] == 0
+    assert pipeline[("oldest_due_age_seconds", ())] > 0  # due, and no worker runs yet
     # The database-wide gauges are not on /metrics, which every instance serves.
     waiting = scrape(service)
     assert ("transactions_waiting", ()) not in waiting
@@ -120,6 +121,7 @@ def test_known_traffic_gives_known_figures(service):
     assert processed[in_flight] == 0
     drained = scrape(service, "/metrics/pipeline")
     assert drained[("oldest_processing_age_seconds", ())] == 0
+    assert drained[("oldest_due_age_seconds", ())] == 0
     assert drained[("database_up", ())] == 1
 
 

@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 
 import kombu.exceptions
 import pytest
@@ -10,11 +11,13 @@ from celery.beat import SchedulingError
 from conftest import make_app
 from helpers import as_json, webhook
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
 from test_signatures import SECRET, signed_headers
 
 from app.config import celery_settings
 from app.extensions import db
 from app.logs import OneLinePerMinute, formatter
+from app.store.models import Transaction, TransactionStatus
 
 URL = "/v1/webhooks/transactions"
 
@@ -241,3 +244,32 @@ def test_an_unreachable_broker_is_one_line_a_minute_with_a_count_of_the_rest():
     # Anything that is not a broker away keeps its traceback.
     assert lines[2].endswith("Something else") and lines[3] == "Traceback (most recent call last):"
     assert stream.getvalue().count("Traceback") == 1
+
+
+def test_oldest_due_age_is_how_long_a_due_transaction_has_waited_for_a_claim(app, client):
+    """Neither a transaction whose attempt runs (claimed) nor one due later counts."""
+    now = datetime.now(UTC)
+    for transaction_id, due in (("overdue", -40), ("claimed", +90), ("later", +20)):
+        post(client, webhook(transaction_id=transaction_id))
+        with app.app_context():
+            db.session.execute(
+                update(Transaction)
+                .where(Transaction.transaction_id == transaction_id)
+                .values(next_attempt_at=now + timedelta(seconds=due))
+            )
+            db.session.commit()
+
+    def age():
+        return samples(client.get("/metrics/pipeline").get_data(as_text=True))[
+            ("oldest_due_age_seconds", ())
+        ]
+
+    assert 40 <= age() < 60
+    with app.app_context():
+        db.session.execute(
+            update(Transaction)
+            .where(Transaction.transaction_id == "overdue")
+            .values(status=TransactionStatus.PROCESSED, next_attempt_at=None)
+        )
+        db.session.commit()
+    assert age() == 0

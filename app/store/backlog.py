@@ -1,4 +1,5 @@
-"""What is waiting: counts by status, the backlog due now, the oldest still PROCESSING.
+"""What is waiting: counts by status, the backlog due now, the oldest still PROCESSING,
+and the longest any due transaction has waited for a worker.
 
 Read by the operator's page (app/dashboard/) and by GET /metrics/pipeline (app/metrics.py),
 so both say the same thing the same way. PROCESSING and FAILED are read through indexes
@@ -46,3 +47,13 @@ def oldest_processing(connection: Connection) -> Row | None:
         .limit(1)
     )
     return connection.execute(query).first()
+
+
+def oldest_due(connection: Connection, now: datetime) -> datetime | None:
+    """When the longest-overdue transaction fell due (ix_transactions_due, its first entry).
+
+    A claimed transaction is not due: its claim moved next_attempt_at to the claim's end."""
+    query = select(func.min(table.c.next_attempt_at)).where(
+        table.c.status == TransactionStatus.PROCESSING, table.c.next_attempt_at <= now
+    )
+    return connection.scalar(query)
