@@ -156,6 +156,10 @@ def test_an_admin_token_may_act(service, failed_id):
     assert response.status_code == 202, response.text
     assert response.json() == {"transaction_id": failed_id, "status": "PROCESSING"}
     assert retry(service, "no-such-transaction", bearer(ADMIN)).status_code == 404
+    # Who re-drove it is in the log, named by its place in API_ADMIN_TOKENS, never itself.
+    log = service["web"].log()
+    assert f"{failed_id} re-driven: PROCESSING again, due now, by API_ADMIN_TOKENS #1" in log
+    assert ADMIN not in log
 
 
 def test_an_action_by_basic_must_carry_x_requested_with(service, failed_id):

@@ -34,9 +34,11 @@ class Tokens:
     def __init__(self, read: list[str], admin: list[str]):
         # Compared as digests: the comparison takes the same time whatever the
         # length of the token sent or of the tokens configured.
-        self._digests = [(_digest(t), Role.ADMIN) for t in admin] + [
-            (_digest(t), Role.READ) for t in read
-        ]
+        # Each with a name for the logs that holds nothing of the token: its place in
+        # the variable, as an operator listed it ("API_ADMIN_TOKENS #2").
+        self._digests = [
+            (_digest(t), Role.ADMIN, f"API_ADMIN_TOKENS #{n}") for n, t in enumerate(admin, 1)
+        ] + [(_digest(t), Role.READ, f"API_READ_TOKENS #{n}") for n, t in enumerate(read, 1)]
 
     @property
     def configured(self) -> bool:
@@ -44,13 +46,18 @@ class Tokens:
 
     def role(self, token: str | None) -> Role | None:
         """The role of this token, or None for a missing or unknown one."""
+        found = self.find(token)
+        return found[0] if found else None
+
+    def find(self, token: str | None) -> tuple[Role, str] | None:
+        """The role and the log name of this token, or None for a missing or unknown one."""
         if not token:
             return None
         sent = _digest(token)
         found = None
-        for digest, role in self._digests:  # every one, so timing says nothing
+        for digest, role, name in self._digests:  # every one, so timing says nothing
             if hmac.compare_digest(sent, digest) and found is None:
-                found = role
+                found = (role, name)
         return found
 
 
@@ -119,8 +126,8 @@ def refuse(role: Role, challenge: str = "Bearer") -> Response | None:
     if not tokens.configured:
         return None
     scheme, token = token_from_header(request.headers.get("Authorization"))
-    granted = tokens.role(token)
-    if granted is None:
+    found = tokens.find(token)
+    if found is None:
         detail = "Send a token: Authorization: Bearer <token>."
         if challenge == "Basic":
             detail = "Sign in with an API token as the password (any user name)."
@@ -130,6 +137,7 @@ def refuse(role: Role, challenge: str = "Bearer") -> Response | None:
         return problem(
             401, "Unauthorized", detail, headers={"WWW-Authenticate": f"{challenge} {realm}"}
         )
+    granted, g.token_name = found
     g.role = granted
     if granted < role:
         return problem(403, "Forbidden", "This token may read, not act; use an admin token.")

@@ -1,3 +1,5 @@
+import logging
+
 from flask import Response, g
 from flask_smorest import abort
 
@@ -12,6 +14,8 @@ from app.web.schemas import (
     TransactionQuerySchema,
     TransactionSchema,
 )
+
+log = logging.getLogger("app.redrive")
 
 blp = Blueprint(
     "transactions",
@@ -71,6 +75,13 @@ def retry_transaction(transaction_id: str):
     """Re-drive a FAILED transaction: PROCESSING again, due now, its attempts counted afresh."""
     g.transaction_id = transaction_id
     if store.redrive_failed(transaction_ids=[transaction_id]):
+        # An operator's action on money in flight: who did it, in the log (never the token).
+        log.info(
+            "transaction %s re-driven: PROCESSING again, due now, by %s",
+            transaction_id,
+            g.get("token_name") or "anyone (no API tokens are configured)",
+            extra={"transaction_id": transaction_id, "token": g.get("token_name")},
+        )
         body = {"transaction_id": transaction_id, "status": "PROCESSING"}
         return Response(dumps_exact(body), status=202, mimetype="application/json")
     transaction = store.find_transaction(transaction_id)
