@@ -338,3 +338,19 @@ def test_docs_render_every_operation_with_every_request_on_the_host(open_service
         parts = urlsplit(url)
         assert parts.scheme == "data" or parts.netloc == host, url
     assert browser_page.errors == []
+
+
+def test_a_token_given_in_the_address_works_as_the_sign_in_does(guarded, engine, pages):
+    """http://operator:<token>@host/dashboard: the page's own requests must not carry the
+    credentials in their URL, which fetch() refuses, yet still be signed in."""
+    add(engine, [failed("txn_by_address", utcnow(), ERRORS[0])])
+    browser_page = pages()
+    address = guarded.url.replace("http://", f"http://operator:{ADMIN}@") + "/dashboard"
+    response = browser_page.page.goto(address)
+    assert response.status == 200
+    page = browser_page.page
+    expect(page.locator("#freshness")).to_have_attribute("data-generated-at", ISO_8601_Z)
+    expect(page.locator("#count-FAILED")).to_have_text("1")
+    page.locator('tr[data-transaction-id="txn_by_address"] button.redrive').click()
+    wait_until(lambda: status_of(engine, "txn_by_address") == "PROCESSING", timeout=20)
+    assert browser_page.errors == []

@@ -14,8 +14,15 @@
 
   const $ = (id) => document.getElementById(id);
 
+  // Against the origin, not the page's address: opened as http://user:token@host/...,
+  // a relative URL would carry the credentials too, and fetch() refuses those. The
+  // browser still signs the request in with what the address gave it.
+  function sameOrigin(path) {
+    return new URL(path, window.location.origin).href;
+  }
+
   function urlFor(template, transactionId) {
-    return template.replace(config.idPlaceholder, encodeURIComponent(transactionId));
+    return sameOrigin(template.replace(config.idPlaceholder, encodeURIComponent(transactionId)));
   }
 
   function el(tag, attributes, text) {
@@ -39,7 +46,7 @@
   async function refresh() {
     clearTimeout(timer);
     try {
-      const response = await fetch(config.dataUrl, { headers: { Accept: "application/json" } });
+      const response = await fetch(sameOrigin(config.dataUrl), { headers: { Accept: "application/json" } });
       if (!response.ok) throw new Error(`the server answered ${response.status}`);
       lastData = await response.json();
       render(lastData);
