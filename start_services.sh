@@ -75,10 +75,12 @@ for _ in $(seq 300); do
     say "The service answers at $url (health: $url/)"
     # Webhooks are accepted without a broker, so that is not a reason to fail; but nothing
     # is processed until it answers, and a mistyped REDIS_URL should not go unnoticed.
-    broker="$("$VENV/bin/python" -c "import json, sys, urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1], timeout=10))['components']['broker']['status'])" "$url/health/ready" 2>/dev/null || echo unknown)"
-    if [ "$broker" != up ]; then
-      say "warning: the broker does not answer ($url/health/ready): webhooks are accepted and wait in the database, but none is processed until it does; see var/log/worker.log." >&2
-    fi
+    broker="$(PYTHONPATH="$ROOT" "$VENV/bin/python" scripts/broker_status.py "$url/health/ready")"
+    case "$broker" in
+      up) ;;
+      down) say "warning: the broker does not answer ($url/health/ready): webhooks are accepted and wait in the database, but none is processed until it does; see var/log/worker.log." >&2 ;;
+      *) say "warning: $url/health/ready could not be read ($broker); see var/log/web.log." >&2 ;;
+    esac
     exit 0
   fi
   pid_alive "$RUN_DIR/web.pid" gunicorn || { tail -n 30 "$LOG_DIR/web.log" >&2; die "Gunicorn exited; its log is above."; }

@@ -91,9 +91,11 @@ def retry_failed(since, error_contains, dry_run):
         ids = redrive_failed(since=since, error_contains=error_contains, dry_run=dry_run)
     except (OperationalError, InterfaceError) as error:  # nothing was changed: one statement
         where = db.engine.url.render_as_string(hide_password=True)
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        lines = str(error.orig or "").strip().splitlines()
+        reason = lines[0] if lines else type(error).__name__
         raise click.ClickException(
-            f"the database does not answer at {where}: {reason}. Nothing was re-driven."
+            f"the database does not answer at {where}: {reason}. Run it again once it does: "
+            "it re-drives only what is still FAILED."
         ) from None
     verb = "would re-drive" if dry_run else "re-drove"
     click.echo(f"{verb} {len(ids)} FAILED transaction{'' if len(ids) == 1 else 's'}")

@@ -50,11 +50,21 @@ def _unreachable_types() -> tuple[type[BaseException], ...]:
     """What an unreachable broker raises, wrapped by Celery as it may be. Imported here,
     not at the top: gunicorn.conf.py imports this module into the master, and redis
     brings ssl, which gevent must patch first in each worker (a MonkeyPatchWarning)."""
+    import socket
+
     from kombu.exceptions import OperationalError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    return (OSError, OperationalError, RedisConnectionError, RedisTimeoutError)
+    # Not every OSError: a schedule file it may not write is something else, and says so.
+    return (
+        ConnectionError,  # refused, reset, aborted, broken pipe
+        TimeoutError,  # socket.timeout too
+        socket.gaierror,  # a host name that does not resolve
+        OperationalError,
+        RedisConnectionError,
+        RedisTimeoutError,
+    )
 
 
 def unreachable(exc: BaseException | None) -> bool:

@@ -73,7 +73,9 @@ PORTS = range(20_000, 32_000)
 
 def _port_slice() -> range:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
-    worker = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0)
+    # A worker xdist starts to replace a crashed one is gw3 and up under -n 3: it takes
+    # the slice of the one it replaces, whose processes are gone with it.
+    worker = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0) % workers
     size = len(PORTS) // workers
     return range(PORTS.start + worker * size, PORTS.start + (worker + 1) * size)
 

@@ -147,6 +147,8 @@ def test_redis_flushed(start_service, database, redis_server):
 
 def test_broker_unreachable_when_webhooks_arrive(start_service, database, redis_server):
     service = start_service()
+    # Everything connected first (start() waits for the web only): one webhook through.
+    assert_all_processed_once(service, database, accept(service, 1), datetime.now(UTC))
     redis_server.stop()
     # A tick delivered just before the stop could still claim what arrives next.
     wait_until(lambda: "Connection to broker lost" in service["worker"].log(), timeout=30)
@@ -162,11 +164,11 @@ def test_broker_unreachable_when_webhooks_arrive(start_service, database, redis_
 
     redis_server.start()  # same port
     assert_all_processed_once(service, database, ids, datetime.now(UTC))
-    # Beat had a tick to send each second of the outage: a few lines say it could not,
-    # where each failure used to write two tracebacks; the worker's mailbox wrote one more.
+    # Beat had a tick to send each second of the outage: lines of one line each say it
+    # could not, where a failed tick used to write two tracebacks (about 150 lines); the
+    # worker's mailbox wrote one more.
     beat_lines = [line for line in service["beat"].log().splitlines() if "ERROR" in line]
-    assert 1 <= len(beat_lines) < 5, beat_lines
-    assert all("onnect" in line or "Couldn't apply" in line for line in beat_lines), beat_lines
+    assert beat_lines and all("onnect" in line or "apply" in line for line in beat_lines)
     assert "Traceback" not in service.logs(), service.logs()
 
 

@@ -3,6 +3,8 @@
 import io
 import json
 import logging
+import socket
+import time
 from datetime import UTC, datetime, timedelta
 
 import kombu.exceptions
@@ -77,23 +79,52 @@ def test_a_refused_webhooks_line_says_why_and_which_transaction_it_named(databas
         accepted = as_json(webhook(transaction_id="txn_fine_1"))
         client.post(URL, data=accepted, headers=signed_headers(accepted))
     lines = [r for r in caplog.records if r.name == "app.requests"]
-    assert [(r.status, r.transaction_id) for r in lines] == [
-        (422, "txn_refused_1"),
-        (401, "txn_unsigned_1"),  # as the body claims: it is not signed
-        (400, None),
-        (202, "txn_fine_1"),
+    # A refused body's id is what it claims, never taken for a transaction's own.
+    assert [(r.status, r.transaction_id, r.claimed_transaction_id) for r in lines] == [
+        (422, None, "txn_refused_1"),
+        (401, None, "txn_unsigned_1"),  # not signed: anyone could have sent it
+        (400, None, None),
+        (202, "txn_fine_1", None),
     ]
     assert lines[0].problem == (
         "The body failed validation; see errors. "
         "currency: Must be an ISO 4217 currency code, such as USD, EUR or INR."
     )
     message = lines[0].getMessage()
-    assert "transaction_id=txn_refused_1 problem=The body failed validation" in message
+    assert 'claimed_transaction_id="txn_refused_1" problem=The body failed validation' in message
     assert lines[1].problem.startswith("Send webhook-id, webhook-timestamp and webhook-signature")
     assert lines[2].problem.startswith("The body is not valid JSON")
     assert lines[3].problem is None and "problem=" not in lines[3].getMessage()
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "claimed, logged",
+    [
+        (
+            "txn_a problem=none transaction_id=txn_victim",
+            '"txn_a problem=none transaction_id=txn_victim"',
+        ),
+        ("txn_\u202eevil", None),  # a bidirectional override: not an id we could store
+        ("txn_\u200bzero_width", None),
+        (" txn_padded", None),
+        ("x" * 256, None),
+        (12345, None),
+    ],
+)
+def test_a_claimed_id_is_logged_quoted_and_only_if_it_could_be_an_id(
+    client, caplog, claimed, logged
+):
+    with caplog.at_level(logging.INFO, logger="app.requests"):
+        post(client, webhook(transaction_id=claimed, currency="XXQ"))
+    [line] = [r for r in caplog.records if r.name == "app.requests"]
+    assert line.status == 422 and line.transaction_id is None
+    message = line.getMessage()
+    if logged is None:
+        assert line.claimed_transaction_id is None and "claimed_transaction_id" not in message
+    else:
+        assert f"claimed_transaction_id={logged} problem=" in message
 
 
 def test_a_text_log_line_is_one_line_whatever_the_client_sent(app, client):
@@ -157,6 +188,26 @@ def test_a_broker_that_does_not_answer_is_reported_but_leaves_the_instance_ready
     assert body["components"]["broker"] == {"status": "down", "error": "OperationalError"}
     assert body["components"]["database"]["status"] == "up"
     assert app.test_client().post(URL, json=webhook()).status_code == 202
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_a_broker_that_takes_the_connection_and_never_answers_costs_readiness_no_more_than_2_s(
+    database_url,
+):
+    """kombu's timeouts add up to 5 s there; a probe that gives up first would take the
+    instance out for a broker it does not need."""
+    with socket.socket() as silent:  # the kernel accepts; nothing ever reads or writes
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        app = readiness_app(database_url, f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        started = time.monotonic()
+        response = app.test_client().get("/health/ready")
+        took = time.monotonic() - started
+    assert response.status_code == 200
+    broker = response.get_json()["components"]["broker"]
+    assert broker == {"status": "down", "error": "no answer within 2 s"}
+    assert took < 4.5  # what a 5 s probe needs; without the budget, 5 s and more
     with app.app_context():
         db.engine.dispose()
 
@@ -273,3 +324,21 @@ def test_oldest_due_age_is_how_long_a_due_transaction_has_waited_for_a_claim(app
         )
         db.session.commit()
     assert age() == 0
+
+
+def test_an_error_that_is_not_the_broker_away_keeps_its_message_and_traceback():
+    stream = io.StringIO()
+    logger = logging.getLogger("test.beat.other")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter("text"))
+    logger.addHandler(handler)
+    logger.addFilter(OneLinePerMinute())
+    for _ in range(2):
+        try:
+            raise PermissionError(13, "Permission denied", "var/celerybeat-schedule")
+        except PermissionError:
+            logger.error("Removing corrupted schedule file %r", "var/x", exc_info=True)
+    text = stream.getvalue()
+    assert text.count("Removing corrupted schedule file 'var/x'") == 2
+    assert text.count("Traceback") == 2

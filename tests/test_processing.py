@@ -518,13 +518,13 @@ def test_retry_failed_with_a_since_it_cannot_read_says_so_and_changes_nothing(ap
 
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
 def test_retry_failed_with_the_database_away_says_so_in_one_line(dry_run):
-    """Not a SQLAlchemy traceback: where it looked, why, and that nothing changed."""
+    """Not a SQLAlchemy traceback: where it looked, why, and what to do."""
     away = make_app("postgresql+psycopg2://webhooks:s3cret-pw@127.0.0.1:1/webhooks")
     result = away.test_cli_runner().invoke(args=["retry-failed", *dry_run])
     assert result.exit_code == 1
     assert result.output.startswith(
         "Error: the database does not answer at postgresql+psycopg2://webhooks:***@127.0.0.1:1/"
     ), result.output
-    assert "Nothing was re-driven." in result.output
+    assert "Run it again once it does: it re-drives only what is still FAILED." in result.output
     assert "Traceback" not in result.output and "s3cret-pw" not in result.output
     assert len(result.output.strip().splitlines()) == 1

@@ -29,7 +29,7 @@ class Role(enum.IntEnum):
 
 
 class Tokens:
-    """The configured tokens; `role()` compares in constant time and never logs a token."""
+    """The configured tokens; `find()` compares in constant time and never logs a token."""
 
     def __init__(self, read: list[str], admin: list[str]):
         # Compared as digests: the comparison takes the same time whatever the
@@ -43,11 +43,6 @@ class Tokens:
     @property
     def configured(self) -> bool:
         return bool(self._digests)
-
-    def role(self, token: str | None) -> Role | None:
-        """The role of this token, or None for a missing or unknown one."""
-        found = self.find(token)
-        return found[0] if found else None
 
     def find(self, token: str | None) -> tuple[Role, str] | None:
         """The role and the log name of this token, or None for a missing or unknown one."""

@@ -54,8 +54,8 @@ UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # joiners that Persian and Indic names need (U+200C, U+200D) are not among them.
 BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 # Letters and marks that draw nothing: the Hangul fillers, the combining grapheme joiner,
-# variation selectors and the Braille blank. Unicode's Default_Ignorable_Code_Point, less
-# what Cf already covers (Python's unicodedata does not expose the property).
+# variation selectors (Unicode's Default_Ignorable_Code_Point, less what Cf already covers;
+# Python's unicodedata does not expose the property), and the Braille blank, a symbol.
 INVISIBLE = re.compile(
     "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\ufe00-\ufe0f\uffa0"
     "\U000e0100-\U000e01ef]"

@@ -80,7 +80,7 @@ def retry_transaction(transaction_id: str):
             "transaction %s re-driven: PROCESSING again, due now, by %s",
             transaction_id,
             g.get("token_name") or "anyone (no API tokens are configured)",
-            extra={"transaction_id": transaction_id, "token": g.get("token_name")},
+            extra={"transaction_id": transaction_id, "token_name": g.get("token_name")},
         )
         body = {"transaction_id": transaction_id, "status": "PROCESSING"}
         return Response(dumps_exact(body), status=202, mimetype="application/json")
