@@ -109,6 +109,7 @@ def test_a_received_transaction_is_claimed_at_once_and_held(app):
     assert held.attempts == 1
     assert held.claimed_until == held.next_attempt_at
     assert held.claimed_until >= before + timedelta(seconds=89)
+    assert held.last_error is None
 
 
 def test_an_expired_claim_is_claimed_again_as_the_next_attempt(app):
@@ -117,6 +118,26 @@ def test_an_expired_claim_is_claimed_again_as_the_next_attempt(app):
         claim_due(db.engine, 10, hold_seconds=0)  # a worker that died at once
         [again] = claim_due(db.engine, 10, hold_seconds=60)
     assert again.transaction_id == transaction_id and again.attempt == 2
+    # Its row says why it is called again, and it stays said once the call is done.
+    lost = (
+        "attempt 1 ended without an outcome: its claim expired (the worker stopped or was "
+        "lost mid-call); called again with the same Idempotency-Key"
+    )
+    assert row(app, transaction_id).last_error == lost
+    with app.app_context():
+        attempt(OutcomeWriter(db.engine), Scripted(Done("ref_1")), POLICY, again)
+    assert row(app, transaction_id).status is TransactionStatus.PROCESSED
+    assert row(app, transaction_id).last_error == lost
+
+
+def test_a_first_claim_and_a_claim_after_a_retry_leave_the_last_error_as_it_was(app):
+    [transaction_id] = receive(app)
+    run_once(app, Scripted(RetryLater("the processor answered 503")))
+    make_due(app, transaction_id)
+    with app.app_context():
+        [claim] = claim_due(db.engine, 10, hold_seconds=60)
+    assert claim.attempt == 2
+    assert row(app, transaction_id).last_error == "the processor answered 503"
 
 
 def test_done_is_processed_with_the_reference(app):

@@ -214,6 +214,7 @@ def test_a_worker_killed_mid_call_is_called_again_with_the_same_key_after_its_cl
     for transaction_id in ids:
         assert done[transaction_id].processed_at >= claimed[transaction_id].claimed_until
         assert done[transaction_id].attempts == 2
+        assert done[transaction_id].last_error.startswith("attempt 1 ended without an outcome")
     keys = simulator.keys()
     assert {i: (keys[i]["calls"], keys[i]["effects"]) for i in ids} == dict.fromkeys(ids, (2, 1))
 

@@ -31,11 +31,16 @@ from typing import Any
 import gevent
 from gevent.event import AsyncResult
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
+    String,
     any_,
     bindparam,
+    case,
+    cast,
     func,
+    literal,
     literal_column,
     select,
     text,
@@ -122,7 +127,17 @@ def claim_due(engine: Engine, limit: int, hold_seconds: float) -> list[Transacti
     statement = (
         update(TABLE)
         .where(row_id == any_(func.array(picked)) if postgres else row_id.in_(picked))
-        .values(attempts=TABLE.c.attempts + 1, claimed_until=until, next_attempt_at=until)
+        .values(
+            attempts=TABLE.c.attempts + 1,
+            claimed_until=until,
+            next_attempt_at=until,
+            last_error=case(
+                # Still claimed, yet due: the attempt before this one never recorded an
+                # outcome. Say so, or its row would show nothing of why it is called again.
+                (TABLE.c.claimed_until.is_not(None), _lost_attempt(TABLE.c.attempts)),
+                else_=TABLE.c.last_error,
+            ),
+        )
         .returning(
             TABLE.c.transaction_id,
             TABLE.c.source_account,
@@ -148,6 +163,18 @@ def claim_due(engine: Engine, limit: int, hold_seconds: float) -> list[Transacti
         )
         for row in rows
     ]
+
+
+def _lost_attempt(attempt: ColumnElement[int]) -> ColumnElement[str]:
+    """Why a transaction is called again with no outcome recorded, written in SQL."""
+    return (
+        literal("attempt ")
+        + cast(attempt, String)
+        + literal(
+            " ended without an outcome: its claim expired (the worker stopped or was lost "
+            "mid-call); called again with the same Idempotency-Key"
+        )
+    )
 
 
 def process_claims(
