@@ -82,13 +82,30 @@ def _utc(value: str | None) -> datetime | None:
 @click.command("retry-failed")
 @click.option("--since", help="Only those that failed at or after this UTC time (ISO 8601).")
 @click.option("--error-contains", help="Only those whose last error contains this text.")
+@click.option(
+    "--transaction-id",
+    "transaction_ids",
+    multiple=True,
+    help="Only this one (repeat for several).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="At most this many, those that failed first: re-drive an outage's failures in waves.",
+)
 @click.option("--dry-run", is_flag=True, help="Print what would be re-driven; change nothing.")
 @with_appcontext
-def retry_failed(since, error_contains, dry_run):
+def retry_failed(since, error_contains, transaction_ids, limit, dry_run):
     """Re-drive FAILED transactions: PROCESSING again, due now, attempts counted afresh."""
     since = _utc(since)
     try:
-        ids = redrive_failed(since=since, error_contains=error_contains, dry_run=dry_run)
+        ids = redrive_failed(
+            since=since,
+            error_contains=error_contains,
+            transaction_ids=list(transaction_ids) or None,
+            limit=limit,
+            dry_run=dry_run,
+        )
     except (OperationalError, InterfaceError) as error:  # nothing was changed: one statement
         where = db.engine.url.render_as_string(hide_password=True)
         lines = str(error.orig or "").strip().splitlines()

@@ -549,3 +549,50 @@ def test_retry_failed_with_the_database_away_says_so_in_one_line(dry_run):
     assert "Run it again once it does: it re-drives only what is still FAILED." in result.output
     assert "Traceback" not in result.output and "s3cret-pw" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def failed_rows(app, count: int) -> list[str]:
+    """`count` FAILED transactions, the longest failed first: the reverse of the order in
+    which they were received, so that neither that nor the table's order can pass for it."""
+    ids = receive(app, count)
+    with app.app_context(), db.engine.begin() as connection:
+        for minutes_ago, transaction_id in enumerate(ids, 1):
+            connection.execute(
+                update(Transaction)
+                .where(Transaction.transaction_id == transaction_id)
+                .values(
+                    status=TransactionStatus.FAILED,
+                    next_attempt_at=None,
+                    attempts=3,
+                    failed_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+                    last_error="the processor answered 503 (gave up after 3 attempts)",
+                )
+            )
+    return ids[::-1]
+
+
+def test_retry_failed_limit_re_drives_the_longest_failed_first_in_waves(app):
+    ids = failed_rows(app, 5)
+    cli = app.test_cli_runner()
+    preview = cli.invoke(args=["retry-failed", "--limit", "2", "--dry-run"])
+    assert preview.exit_code == 0, preview.output
+    assert preview.output.splitlines() == ["would re-drive 2 FAILED transactions", *ids[:2]]
+    assert {row(app, i).status for i in ids} == {TransactionStatus.FAILED}
+
+    first = cli.invoke(args=["retry-failed", "--limit", "2"])
+    assert first.output.splitlines() == ["re-drove 2 FAILED transactions", *ids[:2]]
+    second = cli.invoke(args=["retry-failed", "--limit", "2"])
+    assert second.output.splitlines() == ["re-drove 2 FAILED transactions", *ids[2:4]]
+    assert [row(app, i).status.value for i in ids] == ["PROCESSING"] * 4 + ["FAILED"]
+    assert cli.invoke(args=["retry-failed", "--limit", "0"]).exit_code == 2
+
+
+def test_retry_failed_transaction_id_re_drives_only_those(app):
+    ids = failed_rows(app, 3)
+    result = app.test_cli_runner().invoke(
+        args=["retry-failed", "--transaction-id", ids[2], "--transaction-id", ids[0]]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "re-drove 2 FAILED transactions"
+    assert sorted(result.output.splitlines()[1:]) == sorted([ids[0], ids[2]])
+    assert [row(app, i).status.value for i in ids] == ["PROCESSING", "FAILED", "PROCESSING"]

@@ -137,18 +137,34 @@ def redrive_failed(
     transaction_ids: list[str] | None = None,
     since: datetime | None = None,
     error_contains: str | None = None,
+    limit: int | None = None,
     dry_run: bool = False,
 ) -> list[str]:
     """Move FAILED transactions back to PROCESSING, due now, attempts counted afresh.
 
-    Returns the ids re-driven (or, with dry_run, those that would be). The UPDATE is
-    conditional on FAILED, so two operators re-driving at once move each row once.
-    last_error stays until the next attempt's outcome replaces it.
+    Returns the ids re-driven (or, with dry_run, those that would be). With `limit`, the
+    longest-failed first, that many: a processor just back need not take every failure
+    of an outage at once. The UPDATE is conditional on FAILED, so two operators
+    re-driving at once move each row once. last_error stays until the next attempt's
+    outcome replaces it.
     """
     table = Transaction.__table__
     where = _failed(since, error_contains, transaction_ids)
     with db.engine.connect() as connection:
-        if dry_run:
+        if limit is not None:
+            # The ids first, then the UPDATE by id: `WHERE id IN (SELECT ... LIMIT n)` is
+            # the form the planner may turn inside out (app/processing/pipeline.py).
+            oldest = (
+                select(table.c.transaction_id)
+                .where(*where)
+                .order_by(table.c.failed_at, table.c.transaction_id)
+                .limit(limit)
+            )
+            picked = list(connection.scalars(oldest))
+            if dry_run or not picked:
+                return picked
+            where.append(table.c.transaction_id.in_(picked))
+        elif dry_run:
             return list(connection.scalars(select(table.c.transaction_id).where(*where)))
         statement = (
             update(table)
@@ -162,4 +178,8 @@ def redrive_failed(
             )
             .returning(table.c.transaction_id)
         )
-        return list(connection.scalars(statement))
+        moved = list(connection.scalars(statement))
+        if limit is None:
+            return moved
+        kept = set(moved)  # in the order they failed, as the dry run showed them
+        return [transaction_id for transaction_id in picked if transaction_id in kept]
