@@ -25,6 +25,7 @@ TRANSACTION_FIELDS = {
     "processed_at",
     "next_attempt_at",
     "failed_at",
+    "redriven_at",
     "attempts",
     "last_error",
     "processor_reference",

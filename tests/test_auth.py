@@ -160,6 +160,10 @@ def test_an_admin_token_may_act(service, failed_id):
     log = service["web"].log()
     assert f"{failed_id} re-driven: PROCESSING again, due now, by API_ADMIN_TOKENS #1" in log
     assert ADMIN not in log
+    shown = requests.get(
+        f"{service.url}/v1/transactions/{failed_id}", headers=bearer(ADMIN), timeout=10
+    ).json()
+    assert shown["status"] == "PROCESSING" and shown["redriven_at"].endswith("Z")
 
 
 def test_an_action_by_basic_must_carry_x_requested_with(service, failed_id):

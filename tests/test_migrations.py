@@ -99,6 +99,7 @@ def test_upgrading_a_database_that_holds_transactions_in_every_state(database_ur
             assert rows["old_waiting"].amount == Decimal("10.50")
             assert rows["old_later"].next_attempt_at > now  # its old due time is kept
             assert all(r.last_error is None and r.claimed_until is None for r in rows.values())
+            assert all(r.redriven_at is None for r in rows.values())  # 0005: none was
             # The pipeline takes on what was due, and FAILED is a status the table accepts.
             [claim] = claim_due(db.engine, 10, hold_seconds=60)
             assert claim.transaction_id == "old_waiting" and claim.attempt == 1

@@ -579,8 +579,13 @@ def test_retry_failed_limit_re_drives_the_longest_failed_first_in_waves(app):
     assert preview.output.splitlines() == ["would re-drive 2 FAILED transactions", *ids[:2]]
     assert {row(app, i).status for i in ids} == {TransactionStatus.FAILED}
 
+    assert {row(app, i).redriven_at for i in ids} == {None}
+    before = datetime.now(UTC)
     first = cli.invoke(args=["retry-failed", "--limit", "2"])
     assert first.output.splitlines() == ["re-drove 2 FAILED transactions", *ids[:2]]
+    # The row keeps the trace: when it was re-driven, and why it had failed.
+    assert all(row(app, i).redriven_at >= before for i in ids[:2])
+    assert row(app, ids[0]).last_error.endswith("(gave up after 3 attempts)")
     second = cli.invoke(args=["retry-failed", "--limit", "2"])
     assert second.output.splitlines() == ["re-drove 2 FAILED transactions", *ids[2:4]]
     assert [row(app, i).status.value for i in ids] == ["PROCESSING"] * 4 + ["FAILED"]

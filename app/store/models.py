@@ -105,6 +105,8 @@ class Transaction(db.Model):
     processor_reference: Mapped[str | None] = mapped_column(String(255))
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When an operator last moved it from FAILED back to PROCESSING; NULL if never.
+    redriven_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         # Only the transactions still waiting, in the order they fall due: the

@@ -166,15 +166,17 @@ def redrive_failed(
             where.append(table.c.transaction_id.in_(picked))
         elif dry_run:
             return list(connection.scalars(select(table.c.transaction_id).where(*where)))
+        now = utcnow()
         statement = (
             update(table)
             .where(*where)
             .values(
                 status=TransactionStatus.PROCESSING,
-                next_attempt_at=utcnow(),
+                next_attempt_at=now,
                 attempts=0,
                 claimed_until=None,
                 failed_at=None,
+                redriven_at=now,
             )
             .returning(table.c.transaction_id)
         )

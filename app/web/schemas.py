@@ -223,6 +223,14 @@ class TransactionSchema(Schema):
         allow_none=True,
         metadata={"type": "string", "format": "date-time", "description": "null unless FAILED"},
     )
+    redriven_at = Timestamp(
+        allow_none=True,
+        metadata={
+            "type": "string",
+            "format": "date-time",
+            "description": "When an operator last re-drove it from FAILED; null if never.",
+        },
+    )
     attempts = fields.Integer(metadata={"description": "Processor calls made so far."})
     last_error = fields.String(
         allow_none=True,
