@@ -124,6 +124,8 @@ def test_upgrading_a_database_that_holds_transactions_in_every_state(database_ur
         ("0002", "ix_transactions_processed_at", "ix_transactions_newest_failed"),
         # 0004's second swap; its first is done.
         ("0003", "ix_transactions_failed_at_new", "ix_transactions_processed_at"),
+        # 0005's index, its column committed; what 0004 built is kept.
+        ("0004", "ix_transactions_latest_failed", "ix_transactions_failed_at"),
     ],
 )
 def test_an_upgrade_whose_index_build_failed_completes_when_run_again(

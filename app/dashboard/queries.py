@@ -71,8 +71,8 @@ def _estimated_rows(connection: Connection) -> int:
 
 
 def newest_failed(connection: Connection, limit: int = FAILED_SHOWN) -> list[Row]:
-    """FAILED transactions, the latest failure first (ix_transactions_failed_at, read
-    backwards from its newest end; failed_at is set exactly while a row is FAILED)."""
+    """FAILED transactions, the latest failure first (ix_transactions_latest_failed, FAILED
+    rows only, read backwards from its newest end)."""
     query = (
         select(
             table.c.transaction_id,

@@ -106,6 +106,7 @@ class Transaction(db.Model):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # When an operator last moved it from FAILED back to PROCESSING; NULL if never.
+    # failed_at stays then: when it last failed.
     redriven_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
@@ -132,6 +133,15 @@ class Transaction(db.Model):
         Index(
             "ix_transactions_newest_failed",
             "created_at",
+            "transaction_id",
+            postgresql_where=status == TransactionStatus.FAILED.value,
+            sqlite_where=status == TransactionStatus.FAILED.value,
+        ),
+        # The operator's list of failures, the latest first: FAILED rows only, since
+        # failed_at stays on the re-driven (the chart below counts them).
+        Index(
+            "ix_transactions_latest_failed",
+            "failed_at",
             "transaction_id",
             postgresql_where=status == TransactionStatus.FAILED.value,
             sqlite_where=status == TransactionStatus.FAILED.value,

@@ -175,8 +175,7 @@ def redrive_failed(
                 next_attempt_at=now,
                 attempts=0,
                 claimed_until=None,
-                failed_at=None,
-                redriven_at=now,
+                redriven_at=now,  # failed_at stays: when it failed, for the record and the chart
             )
             .returning(table.c.transaction_id)
         )

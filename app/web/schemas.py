@@ -221,7 +221,12 @@ class TransactionSchema(Schema):
     )
     failed_at = Timestamp(
         allow_none=True,
-        metadata={"type": "string", "format": "date-time", "description": "null unless FAILED"},
+        metadata={
+            "type": "string",
+            "format": "date-time",
+            "description": "When it last ended FAILED; null if it never has. It stays after a "
+            "re-drive, which redriven_at dates.",
+        },
     )
     redriven_at = Timestamp(
         allow_none=True,
