@@ -6,14 +6,15 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import requests
 from helpers import get_transaction, post_webhook, wait_until, webhook
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from tcp_proxy import TCPProxy
 
-from app.store.models import Transaction
+from app.store.models import Transaction, TransactionStatus
 from scripts.processes import BIN, ROOT, ProcessorSimulator, Service
 
 pytestmark = pytest.mark.processes
@@ -255,7 +256,25 @@ def test_a_broker_that_stops_answering_does_not_hold_up_the_calls_of_a_full_batc
     wait_for_status(database, accept(service, 1), "PROCESSED", timeout=30)  # ticks arrive
     proxy.hold_new()  # the worker's first publish needs a connection of its own
     try:
-        ids = accept(service, 150)
+        # All due at once, so that a tick claims a full batch and publishes: sent one by
+        # one over HTTP, a loaded machine spread them over ticks in batches below 100.
+        ids = [f"txn_full_batch_{n}" for n in range(150)]
+        with database.begin() as connection:
+            connection.execute(
+                insert(Transaction),
+                [
+                    {
+                        "transaction_id": transaction_id,
+                        "source_account": "acc_a",
+                        "destination_account": "acc_b",
+                        "amount": Decimal("10.00"),
+                        "currency": "USD",
+                        "status": TransactionStatus.PROCESSING,
+                        "next_attempt_at": datetime.now(UTC),
+                    }
+                    for transaction_id in ids
+                ],
+            )
         done = wait_for_status(database, ids, "PROCESSED", timeout=15)
         assert {row.attempts for row in done.values()} == {1}
         # The publish gives up in the end (socket timeouts, Celery's retries), and says so.
