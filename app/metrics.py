@@ -205,7 +205,7 @@ def check_multiprocess_mode() -> None:
         )
 
 
-def forget_dead_processes() -> list[int]:
+def forget_dead_processes() -> None:
     """Take back the live gauges (calls in flight) of processes that are gone.
 
     A process that exits cleanly takes back its own (Gunicorn's master does it for its
@@ -216,15 +216,11 @@ def forget_dead_processes() -> list[int]:
     the processes of one PID namespace, not by containers."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
-        return []
-    gone = set()
-    for path in Path(directory).glob("gauge_live*_*.db"):
-        pid = path.stem.rpartition("_")[2]
+        return
+    pids = {path.stem.rpartition("_")[2] for path in Path(directory).glob("gauge_live*_*.db")}
+    for pid in pids:
         if pid.isdigit() and not _running(int(pid)):
-            gone.add(int(pid))
-    for pid in gone:
-        multiprocess.mark_process_dead(pid, directory)
-    return sorted(gone)
+            multiprocess.mark_process_dead(int(pid), directory)
 
 
 def forget_this_process() -> None:
@@ -234,11 +230,11 @@ def forget_this_process() -> None:
 
 def _running(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # no signal sent: only whether the PID exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's: running
-        return True
+    except PermissionError:  # someone else's, and running
+        pass
     return True
 
 
